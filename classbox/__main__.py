@@ -1,0 +1,3 @@
+from classbox.cli import main
+
+main()

@@ -1,0 +1,166 @@
+"""The `classbox` command."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__, keys
+from .config import Config
+from .errors import ChannelRejected, ClassboxError
+
+log = logging.getLogger(__name__)
+
+DATA_HELP = "data directory of the box [env CLASSBOX_DATA]"
+
+
+class Group(click.Group):
+    """A click group that turns ClassboxError into one line on stderr and exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ChannelRejected as exc:
+            click.echo(f"classbox: rejected ({exc.reason}): {exc}; nothing was changed", err=True)
+            ctx.exit(1)
+        except ClassboxError as exc:
+            click.echo(f"classbox: {exc}", err=True)
+            ctx.exit(1)
+
+
+def data_option(f: Any) -> Any:
+    """Add --data DIR to a command that touches a box's data."""
+    return click.option("--data", "data", type=click.Path(file_okay=False, path_type=Path), help=DATA_HELP)(f)
+
+
+def _config(**overrides: Any) -> Config:
+    return Config.from_env(**overrides)
+
+
+@click.group(cls=Group)
+@click.version_option(__version__, prog_name="classbox")
+def main() -> None:
+    """classbox: an offline-first classroom box for rural teaching points."""
+
+
+@main.command()
+@click.option("--host", help="address to listen on [default 0.0.0.0, env CLASSBOX_HOST]")
+@click.option("--port", type=int, help="port to listen on, 0 for any free one [default 8080, env CLASSBOX_PORT]")
+@click.option("--threads", type=int, help="worker threads [default 8, env CLASSBOX_THREADS]")
+@click.option("--no-demo", is_flag=True, help="do not install the demo channel into an empty data directory")
+@data_option
+def serve(host: str | None, port: int | None, threads: int | None, no_demo: bool, data: Path | None) -> None:
+    """Serve the box to the classroom TVs and phones."""
+    import waitress
+
+    from . import create_app, netinfo
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = _config(host=host, port=port, threads=threads, data_dir=data, demo=False if no_demo else None)
+    app = create_app(config)
+    box = app.extensions["classbox"]
+    try:
+        box.first_start()
+        server = waitress.create_server(app, host=config.host, port=config.port, threads=config.threads,
+                                        ident="classbox")
+        bound_port = int(getattr(server, "effective_port", config.port))
+        url = f"http://{netinfo.url_host(config.host)}:{bound_port}"
+        click.echo(f"classbox {__version__}: {len(box.catalog)} lessons, data in {config.data_dir}")
+        click.echo(f"  电视打开 (TV):    {url}/tv")
+        click.echo(f"  手机打开 (phone): {url}/tv")
+        if config.host in ("0.0.0.0", "::"):
+            click.echo(f"  本机 (this machine): http://127.0.0.1:{bound_port}/tv")
+        sys.stdout.flush()
+        signal.signal(signal.SIGTERM, _stop)
+        try:
+            server.run()
+        except (KeyboardInterrupt, SystemExit):
+            log.info("stopping")
+        finally:
+            server.close()
+    finally:
+        box.close()
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
+@main.command()
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="folder to write publisher.key and publisher.pub into")
+@click.option("--force", is_flag=True, help="replace an existing key pair")
+def keygen(out: Path, force: bool) -> None:
+    """Write a new ed25519 publisher key pair."""
+    private, public = keys.generate(out, overwrite=force)
+    click.echo(f"wrote {private} (secret, mode 0600) and {public}")
+    click.echo(f"key id: {keys.key_id(keys.load_public(public))}")
+
+
+@main.group(cls=Group)
+def channel() -> None:
+    """Build, check and install channels."""
+
+
+@channel.command("build")
+@click.argument("src", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--key", "key_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="publisher private key")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="mirror root to write the channel into")
+@click.option("--expires-days", type=click.FloatRange(min=1), default=365, show_default=True,
+              help="days until boxes stop accepting this version")
+def channel_build(src: Path, key_path: Path, out: Path, expires_days: float) -> None:
+    """Build a signed channel from a source folder (channel.json and <folder>/lesson.json)."""
+    from . import channel as ch
+
+    manifest = ch.build(src, keys.load_private(key_path), out, expires_days=expires_days)
+    blobs = manifest.blobs()
+    click.echo(f"built channel {manifest.id} version {manifest.version}: {len(manifest.lessons)} lessons, "
+               f"{len(blobs)} files, {sum(b.size for b in blobs.values()) / 1e6:.1f} MB, in {out}")
+
+
+@channel.command("verify")
+@click.argument("root", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--pubkey", required=True, type=click.Path(dir_okay=False, path_type=Path), help="publisher public key")
+@click.option("--channel", "channel_id", help="channel id, when ROOT holds several")
+def channel_verify(root: Path, pubkey: Path, channel_id: str | None) -> None:
+    """Check a channel's signature, format, expiry and every file."""
+    from . import channel as ch
+
+    manifest = ch.verify(root, channel_id, keys.load_public(pubkey), Config.from_env().max_manifest_bytes)
+    click.echo(f"✓ channel {manifest.id} version {manifest.version}: signature good, expires {manifest.expires_at}, "
+               f"{len(manifest.lessons)} lessons, {len(manifest.blobs())} files verified")
+
+
+@channel.command("add")
+@click.argument("root", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--trust", type=click.Path(dir_okay=False, path_type=Path),
+              help="publisher public key to pin for this channel (needed the first time)")
+@click.option("--channel", "channel_id", help="channel id, when ROOT holds several")
+@data_option
+def channel_add(root: Path, trust: Path | None, channel_id: str | None, data: Path | None) -> None:
+    """Verify a channel folder and install it into the box."""
+    from .box import Box
+
+    key = keys.load_public(trust) if trust else None
+    with Box(_config(data_dir=data)) as box:
+        with click.progressbar(length=1, label="copying", show_eta=True, show_percent=True,
+                               file=sys.stderr) as bar:
+            def progress(done: int, total: int) -> None:
+                bar.length = max(total, 1)
+                bar.update(done - bar.pos)
+
+            result = box.add_channel(root, key, channel_id, progress=progress)
+    m = result.manifest
+    if result.unchanged:
+        click.echo(f"channel {m.id} version {m.version} is installed already; nothing to do")
+        return
+    was = "new" if result.previous_version is None else f"was version {result.previous_version}"
+    click.echo(f"installed channel {m.id} version {m.version} ({was}): {len(m.lessons)} lessons, "
+               f"{result.blobs_copied} files copied ({result.bytes_copied / 1e6:.1f} MB)")

@@ -1,0 +1,55 @@
+"""Every error classbox raises on purpose: one base, narrow subclasses."""
+
+from __future__ import annotations
+
+
+class ClassboxError(Exception):
+    """Something went wrong that a person can act on; the message says what and what to do."""
+
+    code = "error"
+
+
+class ConfigError(ClassboxError):
+    """A setting has a value classbox cannot use."""
+
+    code = "bad_config"
+
+
+class DataDirLocked(ClassboxError):
+    """Another classbox process owns the data directory."""
+
+    code = "data_dir_locked"
+
+
+class StateError(ClassboxError):
+    """The state database cannot be read."""
+
+    code = "bad_state"
+
+
+class KeyFileError(ClassboxError):
+    """A key file is missing or is not an ed25519 key of ours."""
+
+    code = "bad_key"
+
+
+class BuildError(ClassboxError):
+    """A channel source folder cannot be built; the message names the file and the field."""
+
+    code = "bad_source"
+
+
+class ChannelRejected(ClassboxError):
+    """A channel failed verification; nothing on disk was changed."""
+
+    code = "rejected"
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class NotFound(ClassboxError):
+    """The thing asked for does not exist."""
+
+    code = "not_found"

@@ -1,0 +1,227 @@
+"""Every durable write of a box, and the crash-safe state database.
+
+A power cut can come at any instant. Each write here goes to a temp file in the
+target's directory, is fsynced, renamed over the target with os.replace, and the
+directory is fsynced, so a reader finds either the old bytes or the new ones.
+Nobody else in classbox opens a durable file for writing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+from tinydb import TinyDB, where
+from tinydb.storages import Storage
+
+from .errors import StateError
+
+log = logging.getLogger(__name__)
+
+TEMP_SUFFIX = ".tmp~"
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a directory entry so a rename in it survives a power cut."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_dirs(path: Path) -> None:
+    """Create a directory and its missing parents, each made durable in its parent."""
+    path = Path(path)
+    if path.is_dir():
+        return
+    make_dirs(path.parent)
+    try:
+        path.mkdir()
+    except FileExistsError:
+        return
+    fsync_dir(path.parent)
+
+
+def temp_path_for(target: Path) -> Path:
+    """Return a fresh temp name beside target, recognised by remove_leftovers()."""
+    return target.with_name(f".{target.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+
+
+@contextmanager
+def new_file(target: Path, mode: int = 0o644, temp_dir: Path | None = None) -> Iterator[IO[bytes]]:
+    """Write a file that appears at target, complete and synced, only if the block succeeds."""
+    target = Path(target)
+    make_dirs(target.parent)
+    tmp = temp_path_for(target) if temp_dir is None else temp_path_for(Path(temp_dir) / target.name)
+    make_dirs(tmp.parent)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(target.parent)
+
+
+def atomic_write(target: Path, data: bytes, mode: int = 0o644) -> None:
+    """Replace target with data so that a crash leaves the old or the new file, never a mix."""
+    with new_file(target, mode) as f:
+        f.write(data)
+
+
+def move_into_place(synced_tmp: Path, target: Path) -> None:
+    """Rename an already fsynced file to target and make the rename durable."""
+    make_dirs(target.parent)
+    os.replace(synced_tmp, target)
+    fsync_dir(target.parent)
+
+
+def fsync_file(path: Path) -> None:
+    """Flush a file's data to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_file(path: Path) -> None:
+    """Delete a file if present and make the deletion durable."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return
+    fsync_dir(path.parent)
+
+
+def remove_leftovers(*dirs: Path) -> int:
+    """Delete temp files a crash left behind in these directories; return how many."""
+    removed = 0
+    for d in dirs:
+        if not Path(d).is_dir():
+            continue
+        for entry in os.scandir(d):
+            if entry.name.endswith(TEMP_SUFFIX) and entry.is_file(follow_symlinks=False):
+                os.unlink(entry.path)
+                removed += 1
+                log.info("removed leftover temp file %s", entry.path)
+        if removed:
+            fsync_dir(Path(d))
+    return removed
+
+
+class AtomicJSONStorage(Storage):
+    """A TinyDB storage that replaces the whole file atomically, once per transaction.
+
+    TinyDB's JSONStorage truncates and rewrites in place, which a power cut turns
+    into an empty or half-written file. This one keeps the state in memory (the
+    process owns the data directory), and inside a transaction collects TinyDB's
+    writes and flushes them with one atomic_write() at the end, so several
+    changes made together land on disk together or not at all.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._data: dict[str, Any] | None = None
+        self._depth = 0
+        self._dirty = False
+
+    def read(self) -> dict[str, Any] | None:
+        """Return the whole database, loading it from disk once."""
+        if self._data is None:
+            try:
+                raw = self.path.read_bytes()
+            except FileNotFoundError:
+                return None
+            try:
+                self._data = json.loads(raw) if raw.strip() else None
+            except ValueError as exc:
+                raise StateError(f"state file {self.path} is not valid JSON ({exc}); restore it from a backup") from None
+        # TinyDB mutates what read() returns before handing it to write(): give it a copy.
+        return json.loads(json.dumps(self._data)) if self._data is not None else None
+
+    def write(self, data: dict[str, Any]) -> None:
+        """Take the whole database; persist it now, or at the end of the open transaction."""
+        self._data = json.loads(json.dumps(data))
+        self._dirty = True
+        if self._depth == 0:
+            self.flush()
+
+    def begin(self) -> None:
+        """Start collecting writes."""
+        self._depth += 1
+
+    def end(self) -> None:
+        """Close a transaction; the outermost one flushes."""
+        self._depth -= 1
+        if self._depth == 0:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the database to disk atomically if it changed."""
+        if self._dirty:
+            encoded = json.dumps(self._data, ensure_ascii=False, separators=(",", ":")).encode()
+            atomic_write(self.path, encoded, mode=0o600)
+            self._dirty = False
+
+    def close(self) -> None:
+        """Nothing to release: no file stays open."""
+
+
+class State:
+    """The state database (settings, trusted keys, ...): the one owner of state.json.
+
+    TinyDB is not thread-safe; every access goes through `transaction()`, which
+    holds one lock for the whole read-modify-write and writes its changes to
+    disk once, atomically, when it ends.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        make_dirs(self.path.parent)
+        remove_leftovers(self.path.parent)
+        self._lock = threading.RLock()
+        self._db = TinyDB(self.path, storage=AtomicJSONStorage)
+        with self.transaction() as db:
+            db.tables()  # load now, so a broken file fails at start and not mid-request
+
+    @contextmanager
+    def transaction(self) -> Iterator[TinyDB]:
+        """Hold the state lock for a whole read-modify-write."""
+        with self._lock:
+            storage: AtomicJSONStorage = self._db.storage  # type: ignore[assignment]
+            storage.begin()
+            try:
+                yield self._db
+            finally:
+                storage.end()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Return a setting."""
+        with self.transaction() as db:
+            doc = db.table("settings").get(where("key") == key)
+            return default if doc is None else doc["value"]
+
+    def set(self, key: str, value: Any) -> None:
+        """Store a setting durably."""
+        with self.transaction() as db:
+            db.table("settings").upsert({"key": key, "value": value}, where("key") == key)
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            self._db.close()
+
