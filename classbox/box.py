@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +43,7 @@ class Box:
         self.catalog = Catalog(self.store)
         self.catalog.reload()
         self.started_at = time.time()
+        self._install_lock = threading.Lock()
 
     def close(self) -> None:
         """Close the state and give up the data directory."""
@@ -76,6 +78,16 @@ class Box:
         progress: Callable[[int, int], None] | None = None,
     ) -> channel.InstallResult:
         """Verify a channel folder and install it; pin the given key on first install."""
+        with self._install_lock:
+            return self._add_channel(source, trust, channel_id, progress)
+
+    def _add_channel(
+        self,
+        source: Path,
+        trust: Ed25519PublicKey | None,
+        channel_id: str | None,
+        progress: Callable[[int, int], None] | None,
+    ) -> channel.InstallResult:
         channel_id = channel.pick_channel(source, channel_id)
         pinned = self.trusted_key(channel_id)
         if pinned is not None and trust is not None and keys.key_id(trust) != keys.key_id(pinned):

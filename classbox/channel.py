@@ -402,7 +402,9 @@ def open_source_blob(root: Path, blob: Blob):  # type: ignore[no-untyped-def]
         raise ChannelRejected("blob_mismatch", f"file {blob.sha256} is missing from {root}") from None
 
 
-def verify(root: Path, channel_id: str | None, trusted: Ed25519PublicKey, max_bytes: int, now: float | None = None) -> Manifest:
+def verify(
+    root: Path, channel_id: str | None, trusted: Ed25519PublicKey, max_bytes: int, now: float | None = None
+) -> Manifest:
     """Check a channel folder completely: signature, format, expiry, every blob's size and hash."""
     now = time.time() if now is None else now
     channel_id = pick_channel(root, channel_id)
@@ -434,7 +436,8 @@ def pick_channel(root: Path, channel_id: str | None) -> str:
     if not found:
         raise ChannelRejected("missing", f"no channel found under {root} (expected {root}/channels/<id>/{MANIFEST})")
     if len(found) > 1:
-        raise ChannelRejected("ambiguous", f"{root} holds several channels ({', '.join(found)}); name one with --channel")
+        names = ", ".join(found)
+        raise ChannelRejected("ambiguous", f"{root} holds several channels ({names}); name one with --channel")
     return found[0]
 
 
@@ -556,7 +559,7 @@ def build(
         raise BuildError(f"{src} has no <folder>/lesson.json")
     lessons = [_build_lesson(src, f, out) for f in lesson_files]
     seen: dict[str, Path] = {}
-    for lesson, f in zip(lessons, lesson_files):
+    for lesson, f in zip(lessons, lesson_files, strict=True):
         if lesson["id"] in seen:
             raise BuildError(f"{f}: lesson id {lesson['id']!r} is used by {seen[lesson['id']]} too")
         seen[lesson["id"]] = f

@@ -62,6 +62,7 @@ def serve(host: str | None, port: int | None, threads: int | None, no_demo: bool
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = _config(host=host, port=port, threads=threads, data_dir=data, demo=False if no_demo else None)
+    signal.signal(signal.SIGTERM, _stop)
     app = create_app(config)
     box = app.extensions["classbox"]
     try:
@@ -76,7 +77,6 @@ def serve(host: str | None, port: int | None, threads: int | None, no_demo: bool
         if config.host in ("0.0.0.0", "::"):
             click.echo(f"  本机 (this machine): http://127.0.0.1:{bound_port}/tv")
         sys.stdout.flush()
-        signal.signal(signal.SIGTERM, _stop)
         try:
             server.run()
         except (KeyboardInterrupt, SystemExit):

@@ -149,7 +149,9 @@ class AtomicJSONStorage(Storage):
             try:
                 self._data = json.loads(raw) if raw.strip() else None
             except ValueError as exc:
-                raise StateError(f"state file {self.path} is not valid JSON ({exc}); restore it from a backup") from None
+                raise StateError(
+                    f"state file {self.path} is not valid JSON ({exc}); restore it from a backup"
+                ) from None
         # TinyDB mutates what read() returns before handing it to write(): give it a copy.
         return json.loads(json.dumps(self._data)) if self._data is not None else None
 

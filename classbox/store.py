@@ -8,7 +8,7 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from . import storage
 from .datadir import DataDir
@@ -37,11 +37,15 @@ class Staged:
     path: Path
 
 
+class Writable(Protocol):
+    def write(self, data: bytes, /) -> int: ...
+
+
 class BlobMismatch(Exception):
     """The bytes read do not have the expected length or hash."""
 
 
-def copy_verified(src: BinaryIO, dst: BinaryIO, sha256: str, size: int) -> None:
+def copy_verified(src: BinaryIO, dst: Writable, sha256: str, size: int) -> None:
     """Copy src to dst, raising BlobMismatch unless the bytes are exactly size long and hash to sha256."""
     digest = hashlib.sha256()
     copied = 0
@@ -101,17 +105,10 @@ class Store:
 
     def stage(self, src: BinaryIO, sha256: str, size: int) -> Staged:
         """Copy src into partial/, verified and fsynced; raise BlobMismatch and leave nothing on a bad copy."""
-        tmp = storage.temp_path_for(self.data.partial / sha256)
-        storage.make_dirs(tmp.parent)
-        try:
-            with open(tmp, "xb") as dst:
-                copy_verified(src, dst, sha256, size)
-                dst.flush()
-                os.fsync(dst.fileno())
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        return Staged(sha256, tmp)
+        target = self.data.partial / sha256
+        with storage.new_file(target) as dst:
+            copy_verified(src, dst, sha256, size)
+        return Staged(sha256, target)
 
     def commit(self, staged: Staged) -> None:
         """Move a staged blob into the store by rename."""
