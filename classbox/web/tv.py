@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 from flask import Blueprint, redirect, render_template, request, url_for
 
 from .. import netinfo
 
 bp = Blueprint("tv", __name__)
+
+
+def box_address() -> str:
+    """Return the address people should type to reach this box, as seen from the LAN."""
+    host, _, port = request.host.rpartition(":") if not request.host.endswith("]") else (request.host, "", "")
+    if not port.isdigit():
+        host, port = request.host, ""
+    try:
+        reached = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        reached = None
+    if reached is not None and not reached.is_loopback:
+        address = request.host  # the TV reached us by IP: that address works from the classroom
+    else:
+        lan = [a for a in netinfo.lan_addresses() if not a.startswith("127.")]
+        address = (lan[0] if lan else host) + (f":{port}" if port else "")
+    return f"http://{address}"
 
 
 @bp.get("/")
@@ -18,8 +37,4 @@ def index():  # type: ignore[no-untyped-def]
 @bp.get("/tv")
 def tv():  # type: ignore[no-untyped-def]
     """Serve the TV page; it reads the catalogue from /api/v1."""
-    host = request.host.rsplit(":", 1)
-    port = host[1] if len(host) == 2 and host[1].isdigit() else ""
-    addrs = [a for a in netinfo.lan_addresses() if not a.startswith("127.")] or [request.host.split(":")[0]]
-    box_url = f"http://{addrs[0]}{':' + port if port else ''}/tv"
-    return render_template("tv.html", box_url=box_url)
+    return render_template("tv.html", box_url=box_address() + url_for("tv.tv"))
