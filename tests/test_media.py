@@ -198,3 +198,19 @@ def test_slow_readers_do_not_hold_worker_threads(live_server: LiveServer, box: B
     finally:
         for s in readers:
             s.close()
+
+
+def test_abandoned_downloads_release_their_files(live_server: LiveServer, box: Box) -> None:
+    import psutil
+
+    big = put_blob(box, os.urandom(8 << 20))
+    process = psutil.Process()
+    before = process.num_fds()
+    for i in range(50):  # a TV that seeks closes the old connection mid-file
+        with socket.create_connection(("127.0.0.1", live_server.port), timeout=5) as s:
+            s.sendall(f"GET /media/{big} HTTP/1.1\r\nHost: tv\r\nRange: bytes={i * 1000}-\r\n\r\n".encode())
+            assert s.recv(4096).startswith(b"HTTP/1.1 206")
+    deadline = time.monotonic() + 5
+    while process.num_fds() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process.num_fds() <= before
