@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -392,7 +392,7 @@ def check_signed(data: bytes, sig: bytes, trusted: Ed25519PublicKey, now: float)
     return manifest
 
 
-def open_source_blob(root: Path, blob: Blob):  # type: ignore[no-untyped-def]
+def open_source_blob(root: Path, blob: Blob) -> BinaryIO:
     """Open a blob of a channel folder for reading, refusing links that lead outside it."""
     path = Path(root) / blob_relpath(blob.sha256)
     real = _inside(Path(root), path)

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Install what the benchmarks need (nginx, wrk, curl; classbox in .venv) and run the serving benchmark.
+# Extra arguments go to bench/serve_bench.py (e.g. --json bench/out/results.json).
+set -euo pipefail
+. "$(dirname "$0")/../deploy/lib.sh"
+apt_install /usr/sbin/nginx:nginx wrk:wrk curl:curl
+make_venv ""
+cd "$top"
+PATH="$venv/bin:$PATH" exec "$venv/bin/python" bench/serve_bench.py "$@"
