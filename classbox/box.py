@@ -13,11 +13,15 @@ from tinydb import where
 
 from . import channel, keys
 from .catalog import Catalog
+from .channel import Manifest
 from .config import PACKAGE_DIR, Config
 from .datadir import DataDir, DataDirLock
 from .errors import ChannelRejected
 from .storage import State
 from .store import Store
+from .sync import engine
+from .sync.engine import ChannelResult, Progress
+from .sync.sources import FolderSource, Source, Transfer
 
 log = logging.getLogger(__name__)
 
@@ -75,37 +79,53 @@ class Box:
         source: Path,
         trust: Ed25519PublicKey | None,
         channel_id: str | None = None,
-        progress: Callable[[int, int], None] | None = None,
-    ) -> channel.InstallResult:
-        """Verify a channel folder and install it; pin the given key on first install."""
-        with self._install_lock:
-            return self._add_channel(source, trust, channel_id, progress)
-
-    def _add_channel(
-        self,
-        source: Path,
-        trust: Ed25519PublicKey | None,
-        channel_id: str | None,
-        progress: Callable[[int, int], None] | None,
-    ) -> channel.InstallResult:
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> ChannelResult:
+        """Install a channel from a folder, all or nothing; pin the given key on first install."""
         channel_id = channel.pick_channel(source, channel_id)
-        pinned = self.trusted_key(channel_id)
-        if pinned is not None and trust is not None and keys.key_id(trust) != keys.key_id(pinned):
-            raise ChannelRejected(
-                "unknown_key",
-                f"channel {channel_id} is pinned to key {keys.key_id(pinned)}; "
-                f"the key given ({keys.key_id(trust)}) is not trusted for it",
-            )
-        key = pinned or trust
-        if key is None:
-            raise ChannelRejected("unknown_key", f"no key is trusted for channel {channel_id}; pass --trust PUBKEY")
-        result = channel.install(source, self.store, key, self.config.max_manifest_bytes, channel_id,
-                                 progress=progress)
-        if pinned is None:
-            self.pin_key(channel_id, key)
-        if not result.unchanged:
-            self.catalog.reload()
-        return result
+        return self.bring_in(FolderSource(source), channel_id, trust, all_or_nothing=True, on_progress=on_progress)
+
+    def bring_in(
+        self,
+        source: Source,
+        channel_id: str,
+        trust: Ed25519PublicKey | None = None,
+        all_or_nothing: bool = False,
+        transfer: Transfer | None = None,
+        progress: Progress | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> ChannelResult:
+        """Bring one channel in from a source with the key pinned for it (or, the first time, the one given)."""
+        with self._install_lock:
+            pinned = self.trusted_key(channel_id)
+            if pinned is not None and trust is not None and keys.key_id(trust) != keys.key_id(pinned):
+                raise ChannelRejected(
+                    "unknown_key",
+                    f"channel {channel_id} is pinned to key {keys.key_id(pinned)}; "
+                    f"the key given ({keys.key_id(trust)}) is not trusted for it",
+                )
+            key = pinned or trust
+            if key is None:
+                raise ChannelRejected("unknown_key", f"no key is trusted for channel {channel_id}; pass --trust PUBKEY")
+            def pin(manifest: Manifest) -> None:
+                # A sync keeps what it verified even if it stops, so the key is kept from the
+                # moment it verified a manifest; an all-or-nothing install pins only at the end.
+                if pinned is None:
+                    self.pin_key(channel_id, key)
+
+            result = engine.bring_in(source, self.store, channel_id, key, self.config.max_manifest_bytes,
+                                     transfer=transfer, all_or_nothing=all_or_nothing, progress=progress,
+                                     on_progress=on_progress, on_verified=None if all_or_nothing else pin)
+            if pinned is None and all_or_nothing:
+                self.pin_key(channel_id, key)
+            if result.blobs_fetched or result.activated:
+                self.catalog.reload()
+            return result
+
+    def subscribed(self) -> list[str]:
+        """Return the channels this box follows: those with a pinned key."""
+        with self.state.transaction() as db:
+            return sorted(doc["channel"] for doc in db.table("trust").all())
 
     def first_start(self) -> None:
         """On the first start of an empty data directory, install the demo channel (unless turned off)."""

@@ -13,7 +13,6 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from . import keys, storage
 from .errors import BuildError, ChannelRejected
-from .store import BlobMismatch, Staged, Store, blob_relpath, copy_verified, hash_file, is_sha256
+from .store import BlobMismatch, blob_relpath, copy_verified, hash_file, is_sha256
 
 log = logging.getLogger(__name__)
 
@@ -449,17 +448,6 @@ def _check_id(manifest: Manifest, channel_id: str) -> None:
 # ---------------------------------------------------------------- installing into a box
 
 
-@dataclass(frozen=True)
-class InstallResult:
-    """What installing a channel did."""
-
-    manifest: Manifest
-    previous_version: int | None
-    blobs_copied: int
-    bytes_copied: int
-    unchanged: bool = False
-
-
 def installed_manifest(box_root: Path, channel_id: str) -> tuple[Manifest, bytes] | None:
     """Return the active manifest of a channel in a box, or None."""
     path = channel_dir(box_root, channel_id) / MANIFEST
@@ -468,60 +456,6 @@ def installed_manifest(box_root: Path, channel_id: str) -> tuple[Manifest, bytes
     except FileNotFoundError:
         return None
     return parse_manifest(data), data
-
-
-def install(
-    source: Path,
-    store: Store,
-    trusted: Ed25519PublicKey,
-    max_bytes: int,
-    channel_id: str | None = None,
-    now: float | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> InstallResult:
-    """Verify a channel folder and make it active in the box; on any rejection change nothing."""
-    now = time.time() if now is None else now
-    box_root = store.data.root
-    channel_id = pick_channel(source, channel_id)
-    data, sig = read_signed(source, channel_id, max_bytes)
-    manifest = check_signed(data, sig, trusted, now)
-    _check_id(manifest, channel_id)
-    current = installed_manifest(box_root, channel_id)
-    if current is not None:
-        old, old_data = current
-        if manifest.version < old.version:
-            raise ChannelRejected(
-                "rollback", f"version {manifest.version} is older than the installed version {old.version}"
-            )
-        if manifest.version == old.version:
-            if data == old_data:
-                return InstallResult(manifest, old.version, 0, 0, unchanged=True)
-            raise ChannelRejected(
-                "rollback", f"version {manifest.version} is installed already with different content"
-            )
-    wanted = [b for b in manifest.blobs().values() if not store.has(b.sha256, b.size)]
-    total = sum(b.size for b in wanted)
-    staged: list[Staged] = []
-    done = 0
-    try:
-        for blob in wanted:
-            with open_source_blob(source, blob) as src:
-                try:
-                    staged.append(store.stage(src, blob.sha256, blob.size))
-                except BlobMismatch as exc:
-                    raise ChannelRejected("blob_mismatch", f"file {blob.sha256}: {exc}") from None
-            done += blob.size
-            if progress:
-                progress(done, total)
-    except BaseException:
-        for s in staged:
-            store.discard(s)
-        raise
-    # Content first, metadata last: every blob is in place before the manifest points at it.
-    for s in staged:
-        store.commit(s)
-    activate(box_root, channel_id, data, sig)
-    return InstallResult(manifest, None if current is None else current[0].version, len(staged), total)
 
 
 def activate(root: Path, channel_id: str, data: bytes, sig: bytes) -> None:

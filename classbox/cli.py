@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ import click
 from . import __version__, keys
 from .config import Config
 from .errors import ChannelRejected, ClassboxError
+from .sync.download import SyncError
+from .sync.engine import ChannelResult, Progress
 
 log = logging.getLogger(__name__)
 
@@ -149,18 +152,94 @@ def channel_add(root: Path, trust: Path | None, channel_id: str | None, data: Pa
     from .box import Box
 
     key = keys.load_public(trust) if trust else None
-    with Box(_config(data_dir=data)) as box:
-        with click.progressbar(length=1, label="copying", show_eta=True, show_percent=True,
-                               file=sys.stderr) as bar:
-            def progress(done: int, total: int) -> None:
-                bar.length = max(total, 1)
-                bar.update(done - bar.pos)
+    with Box(_config(data_dir=data)) as box, ProgressLine() as line:
+        result = box.add_channel(root, key, channel_id, on_progress=line.show)
+    _report(result)
 
-            result = box.add_channel(root, key, channel_id, progress=progress)
+
+@main.command()
+@click.option("--source", "sources", multiple=True,
+              help="http(s):// mirror or peer URL (a peer box: http://HOST:8080/mirror), or a folder / USB drive")
+@click.option("--channel", "channel_ids", multiple=True, help="only this channel (repeatable)")
+@click.option("--trust", type=click.Path(dir_okay=False, path_type=Path),
+              help="publisher key to pin for a channel this box does not follow yet")
+@data_option
+def sync(sources: tuple[str, ...], channel_ids: tuple[str, ...], trust: Path | None, data: Path | None) -> None:
+    """Bring the box's channels up to date from a mirror, a peer box or a folder."""
+    from .box import Box
+    from .sync.sources import open_source
+
+    key = keys.load_public(trust) if trust else None
+    with Box(_config(data_dir=data)) as box:
+        wanted = list(channel_ids) or box.subscribed()
+        if not sources:
+            raise ClassboxError("no source given: pass --source URL or --source PATH")
+        if not wanted:
+            raise ClassboxError("this box follows no channel yet: pass --channel ID --trust PUBKEY")
+        failed = False
+        for spec in sources:
+            source = open_source(spec)
+            for channel_id in wanted:
+                click.echo(f"{channel_id} ← {source.label}", err=True)
+                try:
+                    with ProgressLine() as line:
+                        result = box.bring_in(source, channel_id, key, on_progress=line.show)
+                except ChannelRejected as exc:
+                    click.echo(f"classbox: {channel_id} rejected ({exc.reason}): {exc}; nothing was changed", err=True)
+                    failed = True
+                    continue
+                except SyncError as exc:
+                    click.echo(f"classbox: {channel_id}: {exc}", err=True)
+                    failed = True
+                    continue
+                _report(result)
+                failed = failed or bool(result.errors)
+        if failed:
+            sys.exit(1)
+
+
+def _report(result: ChannelResult) -> None:
     m = result.manifest
     if result.unchanged:
-        click.echo(f"channel {m.id} version {m.version} is installed already; nothing to do")
+        click.echo(f"channel {m.id} version {m.version} is up to date; nothing to do")
         return
     was = "new" if result.previous_version is None else f"was version {result.previous_version}"
-    click.echo(f"installed channel {m.id} version {m.version} ({was}): {len(m.lessons)} lessons, "
-               f"{result.blobs_copied} files copied ({result.bytes_copied / 1e6:.1f} MB)")
+    state = "active" if result.activated else "not yet active"
+    click.echo(f"channel {m.id} version {m.version} ({was}, {state}): {len(m.lessons)} lessons, "
+               f"{result.blobs_fetched} files fetched ({result.bytes_fetched / 1e6:.1f} MB)")
+    for error in result.errors:
+        click.echo(f"  ✗ {error}", err=True)
+    if result.missing_lessons:
+        click.echo(f"  still missing: {'、'.join(result.missing_lessons)}", err=True)
+
+
+class ProgressLine:
+    """A one-line progress display on stderr: bar, bytes, rate, ETA and the current lesson."""
+
+    def __init__(self, width: int = 24) -> None:
+        self.width = width
+        self.last = 0.0
+        self.shown = False
+
+    def __enter__(self) -> ProgressLine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.shown:
+            click.echo("", err=True)
+
+    def show(self, p: Progress) -> None:
+        """Redraw at most ten times a second, and at the end."""
+        now = time.monotonic()
+        if now - self.last < 0.1 and p.done < p.total:
+            return
+        self.last = now
+        if not p.total:
+            return
+        filled = int(self.width * p.done / p.total)
+        eta = p.eta()
+        eta_text = "--:--" if eta is None else f"{int(eta) // 60:02d}:{int(eta) % 60:02d}"
+        line = (f"\r[{'#' * filled}{'.' * (self.width - filled)}] {p.done / 1e6:.1f}/{p.total / 1e6:.1f} MB "
+                f"{p.rate() / 1e6:.2f} MB/s ETA {eta_text} {p.lesson[:20]}")
+        click.echo(line.ljust(100), nl=False, err=True)
+        self.shown = True

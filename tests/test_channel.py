@@ -125,7 +125,7 @@ def test_build_rejects_unknown_section(tmp_path: Path, publisher: Publisher) -> 
 
 def test_install_activates_and_lists_lessons(box: Box, built: Path, publisher: Publisher) -> None:
     result = box.add_channel(built, keys.load_public(publisher.public))
-    assert result.blobs_copied == len(result.manifest.blobs())
+    assert result.blobs_fetched == len(result.manifest.blobs()) and result.activated
     assert len(box.catalog) == 2
     again = box.add_channel(built, None)  # the key is pinned now
     assert again.unchanged
@@ -136,7 +136,7 @@ def test_upgrade_copies_only_new_files(tmp_path: Path, box: Box, built: Path, pu
     (tmp_path / "src" / "lesson1" / "p2.jpg").write_bytes(b"a corrected page")
     channel.build(tmp_path / "src", keys.load_private(publisher.private), built)
     result = box.add_channel(built, None)
-    assert result.blobs_copied == 1 and result.previous_version is not None
+    assert result.blobs_fetched == 1 and result.previous_version is not None
 
 
 def test_reject_bad_signature(box: Box, built: Path, publisher: Publisher) -> None:
@@ -271,7 +271,7 @@ def test_commands_build_verify_add(tmp_path: Path, publisher: Publisher) -> None
     assert r.exit_code == 0 and "signature good" in r.output, r.output
     r = run(main, ["channel", "add", str(tmp_path / "m"), "--trust", str(publisher.public),
                    "--data", str(tmp_path / "box")])
-    assert r.exit_code == 0 and "installed channel test" in r.output, r.output
+    assert r.exit_code == 0 and "(new, active)" in r.output, r.output
 
 
 def test_add_command_names_rejection(tmp_path: Path, built: Path) -> None:

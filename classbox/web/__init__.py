@@ -31,9 +31,9 @@ def build_app(config: Config | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["classbox"] = Box(config)
 
-    from . import api, media, ops, tv
+    from . import api, media, mirror, ops, tv
 
-    for module in (api, media, ops, tv):
+    for module in (api, media, mirror, ops, tv):
         app.register_blueprint(module.bp)
 
     app.after_request(_security_headers)
@@ -48,7 +48,7 @@ def current_box() -> Box:
 
 
 def _wants_json() -> bool:
-    return request.path.startswith(("/api/", "/-/", "/media/"))
+    return request.path.startswith(("/api/", "/-/", "/media/", "/mirror/"))
 
 
 def _security_headers(response):  # type: ignore[no-untyped-def]

@@ -71,8 +71,12 @@ def _bounded(f: BinaryIO, length: int) -> Iterator[bytes]:
 @bp.route("/media/<name>", methods=["GET", "HEAD"])
 def blob(name: str) -> Response:
     """Serve a blob by its sha256 with its media type, ranges, ETag and long caching."""
-    box = current_box()
-    f = box.store.open(name) if is_sha256(name) else None
+    return send_blob(name, current_box().catalog.media_type(name) or "application/octet-stream")
+
+
+def send_blob(name: str, mimetype: str) -> Response:
+    """Answer a request for a blob of the store: ranges, conditional requests, HEAD; 404 for anything else."""
+    f = current_box().store.open(name) if is_sha256(name) else None
     if f is None:
         abort(404, description=f"no file {name[:80]!r} on this box")
     size = os.fstat(f.fileno()).st_size
@@ -82,7 +86,6 @@ def blob(name: str) -> Response:
         "Accept-Ranges": "bytes",
         "Cache-Control": "public, max-age=31536000, immutable",
     }
-    mimetype = box.catalog.media_type(name) or "application/octet-stream"
     if etag_listed(request.headers.get("If-None-Match", ""), etag):
         f.close()
         return Response(status=304, headers=headers)

@@ -1,0 +1,1 @@
+"""Sync: bring channels from mirrors, LAN peers and USB drives into the box."""

@@ -1,0 +1,161 @@
+"""Bring one channel from a source into the box: verify the manifest, fetch what is missing, activate.
+
+Content first, metadata last: every blob is verified and renamed into the store
+before the manifest that points at it is activated by rename. `channel add`
+(all or nothing: any bad file rejects the whole channel and the box is left
+as it was) and `sync` (verified blobs are kept, so an interrupted sync goes on
+where it stopped) run the same steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from .. import channel
+from ..channel import Blob, Manifest
+from ..errors import ChannelRejected
+from ..store import Staged, Store
+from .download import SyncError
+from .sources import Source, Transfer
+
+log = logging.getLogger(__name__)
+
+LINK_DOWN_AFTER = 3
+
+
+@dataclass
+class Progress:
+    """What a running sync reports: bytes done of total, and the lesson being fetched."""
+
+    channel: str = ""
+    done: int = 0
+    total: int = 0
+    lesson: str = ""
+    started: float = field(default_factory=time.monotonic)
+
+    def rate(self) -> float:
+        """Return bytes per second so far."""
+        elapsed = time.monotonic() - self.started
+        return self.done / elapsed if elapsed > 0 else 0.0
+
+    def eta(self) -> float | None:
+        """Return seconds left at the current rate."""
+        rate = self.rate()
+        return (self.total - self.done) / rate if rate > 0 else None
+
+
+@dataclass(frozen=True)
+class ChannelResult:
+    """What bringing one channel in did."""
+
+    manifest: Manifest
+    previous_version: int | None
+    blobs_fetched: int
+    bytes_fetched: int
+    activated: bool
+    unchanged: bool = False
+    errors: tuple[str, ...] = ()
+    missing_lessons: tuple[str, ...] = ()
+
+
+def check_version(store: Store, manifest: Manifest, data: bytes) -> tuple[int | None, bool]:
+    """Compare with the installed version; return (installed version, same bytes) or raise rollback."""
+    current = channel.installed_manifest(store.data.root, manifest.id)
+    if current is None:
+        return None, False
+    old, old_data = current
+    if manifest.version < old.version:
+        raise ChannelRejected(
+            "rollback", f"version {manifest.version} is older than the installed version {old.version}"
+        )
+    if manifest.version == old.version and data != old_data:
+        raise ChannelRejected("rollback", f"version {manifest.version} is installed already with different content")
+    return old.version, data == old_data
+
+
+def bring_in(
+    source: Source,
+    store: Store,
+    channel_id: str,
+    trusted: Ed25519PublicKey,
+    max_bytes: int,
+    transfer: Transfer | None = None,
+    all_or_nothing: bool = False,
+    progress: Progress | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    on_verified: Callable[[Manifest], None] | None = None,
+    now: float | None = None,
+) -> ChannelResult:
+    """Verify a channel at a source and make the box hold all of it; see the module docstring."""
+    transfer = transfer or Transfer()
+    progress = progress or Progress()
+    report = on_progress or (lambda p: None)
+    data, sig = source.fetch_signed(channel_id, max_bytes)
+    manifest = channel.check_signed(data, sig, trusted, time.time() if now is None else now)
+    if manifest.id != channel_id:
+        raise ChannelRejected("invalid", f"manifest says channel {manifest.id!r} but was fetched as {channel_id!r}")
+    previous, same = check_version(store, manifest, data)
+    if on_verified:
+        on_verified(manifest)
+    wanted: list[tuple[Blob, str]] = []
+    seen: set[str] = set()
+    for lesson in manifest.lessons:
+        for blob in lesson.blobs():
+            if blob.sha256 not in seen and not store.has(blob.sha256, blob.size):
+                wanted.append((blob, lesson.title))
+            seen.add(blob.sha256)
+    progress.channel = manifest.id
+    progress.total += sum(b.size for b, _ in wanted)
+    report(progress)
+
+    def on_bytes(n: int) -> None:
+        progress.done += n
+        report(progress)
+
+    staged: list[Staged] = []
+    errors: list[str] = []
+    fetched = 0
+    failures_in_a_row = 0
+    try:
+        for blob, title in wanted:
+            progress.lesson = title
+            report(progress)
+            try:
+                one = source.fetch_blob(blob, store, transfer, on_bytes)
+            except SyncError as exc:
+                if all_or_nothing:
+                    raise ChannelRejected("blob_mismatch", str(exc)) from None
+                errors.append(str(exc))
+                log.warning("%s: %s", manifest.id, exc)
+                failures_in_a_row = 0 if exc.permanent else failures_in_a_row + 1
+                if failures_in_a_row >= LINK_DOWN_AFTER:
+                    # The link, not the file, is the trouble: stop here and leave the rest for the next run.
+                    errors.append(f"{source.label}: {failures_in_a_row} files in a row failed; "
+                                  "stopping this run, the rest follows at the next sync")
+                    break
+                continue
+            failures_in_a_row = 0
+            if all_or_nothing:
+                staged.append(one)
+            else:
+                store.commit(one)  # a verified blob is kept even if the run stops later
+            fetched += blob.size
+    except BaseException:
+        for s in staged:
+            store.discard(s)
+        raise
+    for s in staged:
+        store.commit(s)
+    missing = tuple(lesson.title for lesson in manifest.lessons
+                    if not all(store.has(b.sha256, b.size) for b in lesson.blobs()))
+    activated = False
+    if not same and not missing:
+        channel.activate(store.data.root, manifest.id, data, sig)
+        activated = True
+    return ChannelResult(manifest, previous, len(wanted) - len(errors), fetched, activated,
+                         unchanged=same and not wanted, errors=tuple(errors), missing_lessons=missing)

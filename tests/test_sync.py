@@ -1,0 +1,360 @@
+"""Sync from a real nginx mirror through a link that cuts, stalls, trickles and lies; and box to box."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import random
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from classbox import channel, keys
+from classbox.box import Box
+from classbox.config import Config
+from classbox.errors import ChannelRejected
+from classbox.sync.download import Limits
+from classbox.sync.engine import Progress
+from classbox.sync.sources import Backoff, HttpSource, Transfer
+
+from .conftest import Publisher, write_source
+from .netfaults import Fault, FaultProxy, nginx
+from .test_channel import snapshot
+
+FAST = Transfer(limits=Limits(connect_timeout=2, read_timeout=2, min_rate=2000, stall_window=1.0, deadline=60),
+                backoff=Backoff(base=0.01, cap=0.05, max_failures=4))
+
+
+STALL = Transfer(limits=Limits(connect_timeout=1, read_timeout=1, min_rate=2000, stall_window=1.0, deadline=30),
+                 backoff=Backoff(base=0.01, cap=0.05, max_failures=2))
+
+
+@pytest.fixture(scope="module")
+def mirror(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Build a multi-megabyte channel (3 lessons of random video) into a mirror folder; return (root, pubkey)."""
+    base = tmp_path_factory.mktemp("mirror")
+    keys.generate(base / "keys")
+    src = write_source(base / "src", lessons=3)
+    rng = random.Random(7)
+    for i in range(3):
+        (src / f"lesson{i}" / "video.mp4").write_bytes(rng.randbytes(900_000 + 100_000 * i))
+    channel.build(src, keys.load_private(base / "keys" / "publisher.key"), base / "root")
+    return base / "root", base / "keys" / "publisher.pub"
+
+
+@pytest.fixture(scope="module")
+def nginx_url(mirror: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with nginx(mirror[0], tmp_path_factory.mktemp("nginx")) as url:
+        yield url
+
+
+def needed_bytes(root: Path) -> int:
+    doc = json.loads((root / "channels" / "test" / "manifest.json").read_bytes())
+    blobs = {}
+    for lesson in doc["lessons"]:
+        for a in lesson["assets"]:
+            blobs[a["sha256"]] = a["size"]
+            for p in a.get("pages", []):
+                blobs[p["sha256"]] = p["size"]
+    return sum(blobs.values())
+
+
+def assert_identical(box: Box, root: Path) -> None:
+    """Every blob of the channel is in the box, byte-identical to the mirror's."""
+    manifest = channel.parse_manifest((root / "channels" / "test" / "manifest.json").read_bytes())
+    for blob in manifest.blobs().values():
+        data = box.store.path(blob.sha256).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == blob.sha256
+    assert (box.data.channels / "test" / "manifest.json").read_bytes() == \
+        (root / "channels" / "test" / "manifest.json").read_bytes()
+
+
+def new_box(path: Path) -> Box:
+    return Box(Config.from_env({}, data_dir=path, demo=False))
+
+
+def test_sync_from_nginx(tmp_path: Path, mirror: tuple[Path, Path], nginx_url: str) -> None:
+    with new_box(tmp_path / "box") as box:
+        result = box.bring_in(HttpSource(nginx_url), "test", keys.load_public(mirror[1]), transfer=FAST)
+        assert result.activated and not result.errors
+        assert len(box.catalog) == 3
+        assert_identical(box, mirror[0])
+        again = box.bring_in(HttpSource(nginx_url), "test", transfer=FAST)
+        assert again.unchanged and again.bytes_fetched == 0
+
+
+class Crash(Exception):
+    """Stands in for a power cut in the middle of a sync."""
+
+
+@pytest.mark.slow
+def test_cut_and_resume_100_times(tmp_path: Path, mirror: tuple[Path, Path], nginx_url: str) -> None:
+    root, pub = mirror
+    needed = needed_bytes(root)
+    upstream = int(nginx_url.rsplit(":", 1)[1])
+    rng = random.Random(2026)
+    for run in range(100):
+        proxy = FaultProxy(upstream, lambda n: Fault(cut_after=rng.randint(20_000, 800_000)))
+        try:
+            box_dir = tmp_path / f"box{run}"
+            crash_at = rng.randint(1, needed - 1) if run % 4 == 0 else None
+            box = new_box(box_dir)
+            try:
+                def crash(p: Progress, crash_at: int | None = crash_at) -> None:
+                    if crash_at is not None and p.done >= crash_at:
+                        raise Crash
+
+                box.bring_in(HttpSource(proxy.url), "test", keys.load_public(pub), transfer=FAST, on_progress=crash)
+            except Crash:
+                box.close()
+                box = new_box(box_dir)  # restart: partial files and side state carry over
+                box.bring_in(HttpSource(proxy.url), "test", transfer=FAST)
+            try:
+                assert_identical(box, root)
+                assert len(box.catalog) == 3
+                assert not list(box.data.partial.iterdir()), f"run {run}: partial files left"
+            finally:
+                box.close()
+            assert proxy.connections > 1, "the proxy should have cut at least once"
+            # After a crash, bytes received but not yet checkpointed are fetched again.
+            allowance = 1.02 if crash_at is None else 1.02 + 4 * 1024 * 1024 / needed
+            assert proxy.bytes_to_client <= allowance * needed, \
+                f"run {run}: {proxy.bytes_to_client} bytes over the wire for {needed} needed"
+        finally:
+            proxy.close()
+
+
+def new_box_catalog(path: Path) -> object:
+    with new_box(path) as box:
+        return list(box.catalog.browse({}).entries)
+
+
+def test_resume_after_restart_does_not_refetch(tmp_path: Path, mirror: tuple[Path, Path], nginx_url: str) -> None:
+    root, pub = mirror
+    needed = needed_bytes(root)
+    upstream = int(nginx_url.rsplit(":", 1)[1])
+    proxy = FaultProxy(upstream, lambda n: Fault())
+    try:
+        box = new_box(tmp_path / "box")
+        with pytest.raises(Crash):
+            def crash(p: Progress) -> None:
+                if p.done > needed // 2:
+                    raise Crash
+
+            box.bring_in(HttpSource(proxy.url), "test", keys.load_public(pub), transfer=FAST, on_progress=crash)
+        box.close()
+        assert len(new_box_catalog(tmp_path / "box")) < 3, "no lesson may show before all its files are in"
+        with new_box(tmp_path / "box") as box:
+            box.bring_in(HttpSource(proxy.url), "test", transfer=FAST)
+            assert_identical(box, root)
+        assert proxy.bytes_to_client <= needed + 4 * 1024 * 1024 + 20_000
+    finally:
+        proxy.close()
+
+
+def test_tampered_manifest_changes_nothing(tmp_path: Path, mirror: tuple[Path, Path]) -> None:
+    root = tmp_path / "bad"
+    subprocess.run(["cp", "-a", str(mirror[0]), str(root)], check=True)
+    path = root / "channels" / "test" / "manifest.json"
+    path.write_bytes(path.read_bytes().replace("天地人".encode(), "人地天".encode()))
+    with nginx(root, tmp_path / "ng") as url, new_box(tmp_path / "box") as box:
+        before = snapshot(box.data.root)
+        with pytest.raises(ChannelRejected) as info:
+            box.bring_in(HttpSource(url), "test", keys.load_public(mirror[1]), transfer=FAST)
+        assert info.value.reason == "bad_signature"
+        assert snapshot(box.data.root) == before
+
+
+def test_blob_with_wrong_hash_is_refused_and_others_kept(tmp_path: Path, mirror: tuple[Path, Path]) -> None:
+    root = tmp_path / "bad"
+    subprocess.run(["cp", "-a", str(mirror[0]), str(root)], check=True)
+    manifest = channel.parse_manifest((root / "channels" / "test" / "manifest.json").read_bytes())
+    bad = manifest.lessons[1].assets[0].blob
+    path = root / "blobs" / "sha256" / bad.sha256[:2] / bad.sha256
+    data = bytearray(path.read_bytes())
+    data[5000] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with nginx(root, tmp_path / "ng") as url, new_box(tmp_path / "box") as box:
+        result = box.bring_in(HttpSource(url), "test", keys.load_public(mirror[1]), transfer=FAST)
+        assert not result.activated
+        assert any("hashes to" in e for e in result.errors)
+        assert not box.store.has(bad.sha256)
+        assert box.store.has(manifest.lessons[0].assets[0].blob.sha256), "good files are kept"
+        assert len(box.catalog) == 0, "nothing is shown from a channel that is not active"
+        assert not list(box.data.partial.iterdir())
+
+
+def test_truncated_body_resumes(tmp_path: Path, mirror: tuple[Path, Path], nginx_url: str) -> None:
+    upstream = int(nginx_url.rsplit(":", 1)[1])
+    proxy = FaultProxy(upstream, lambda n: Fault(cut_after=300_000) if n % 2 else Fault())
+    try:
+        with new_box(tmp_path / "box") as box:
+            result = box.bring_in(HttpSource(proxy.url), "test", keys.load_public(mirror[1]), transfer=FAST)
+            assert result.activated
+            assert_identical(box, mirror[0])
+    finally:
+        proxy.close()
+
+
+@pytest.mark.parametrize("fault", [Fault(trickle=0.3), Fault(stall_after=400)], ids=["trickle", "hang"])
+def test_stalled_link_is_abandoned_with_clear_error(tmp_path: Path, mirror: tuple[Path, Path], nginx_url: str,
+                                                    fault: Fault) -> None:
+    upstream = int(nginx_url.rsplit(":", 1)[1])
+    proxy = FaultProxy(upstream, lambda n: fault if n >= 2 else Fault())  # manifest and signature get through
+    try:
+        with new_box(tmp_path / "box") as box:
+            result = box.bring_in(HttpSource(proxy.url), "test", keys.load_public(mirror[1]), transfer=STALL)
+            assert not result.activated and result.errors
+            reasons = ("slower than", "timed out", "no response headers", "files in a row failed")
+            assert all(any(w in e for w in reasons) for e in result.errors), result.errors
+            assert len(box.catalog) == 0
+    finally:
+        proxy.close()
+
+
+class LyingHandler(http.server.BaseHTTPRequestHandler):
+    """Serves a mirror but answers every range request from the wrong offset, or with errors."""
+
+    root: Path
+    mode: str
+    hits: list[str]
+
+    def do_GET(self) -> None:  # noqa: N802
+        self.hits.append(self.path)
+        path = self.root / self.path.lstrip("/")
+        if self.mode == "404" and "/blobs/" in self.path:
+            self.send_error(404)
+            return
+        if self.mode == "500" and "/blobs/" in self.path:
+            self.send_response(503)
+            self.send_header("Retry-After", "0")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        data = path.read_bytes()
+        if self.mode == "lie" and "/blobs/" in self.path:
+            if "Range" not in self.headers:  # first request: a short body, so the box must resume
+                self.send_response(200)
+                self.send_header("ETag", '"v1"')
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data[:1000])
+                return
+            self.send_response(206)
+            self.send_header("ETag", '"v1"')
+            self.send_header("Content-Range", f"bytes 0-{len(data) - 1}/{len(data)}")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("mode,expected", [("lie", "server sent from 0; refused"), ("404", "HTTP 404"),
+                                           ("500", "HTTP 503")])
+def test_lying_or_failing_server(tmp_path: Path, mirror: tuple[Path, Path], mode: str, expected: str) -> None:
+    handler = type("H", (LyingHandler,), {"root": mirror[0], "mode": mode, "hits": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    slept: list[float] = []
+    transfer = Transfer(limits=FAST.limits, backoff=FAST.backoff, sleep=slept.append)
+    try:
+        with new_box(tmp_path / "box") as box:
+            result = box.bring_in(HttpSource(f"http://127.0.0.1:{server.server_address[1]}"), "test",
+                                  keys.load_public(mirror[1]), transfer=transfer)
+            assert not result.activated
+            stop = "files in a row failed; stopping this run"
+            assert any(expected in e for e in result.errors), result.errors
+            assert all(expected in e or stop in e for e in result.errors), result.errors
+            for path in box.data.blobs.rglob("*"):  # only verified additions, if any
+                if path.is_file():
+                    assert hashlib.sha256(path.read_bytes()).hexdigest() == path.name
+            assert len(box.catalog) == 0
+            if mode == "500":
+                assert slept and all(0 <= s <= FAST.backoff.cap for s in slept), "backs off between tries"
+            if mode == "404":
+                assert not slept, "a 404 is final: no retries"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_backoff_full_jitter_is_capped_and_honours_retry_after() -> None:
+    backoff = Backoff(base=1, cap=30)
+    rng = random.Random(1)
+    delays = [backoff.delay(n, rng=rng) for n in range(1, 12)]
+    assert all(0 <= d <= min(30, 2 ** (n - 1)) for n, d in zip(range(1, 12), delays, strict=True))
+    assert backoff.delay(1, retry_after=20, rng=rng) >= 20
+    assert backoff.delay(1, retry_after=900, rng=rng) == 30
+
+
+def _serve(data: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen([sys.executable, "-m", "classbox", "serve", "--host", "127.0.0.1", "--port", "0",
+                             "--data", str(data), *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "手机打开" in line:
+            return proc, line.split()[-1].rsplit("/", 1)[0]
+    raise AssertionError("serve did not start")
+
+
+def test_box_to_box(tmp_path: Path, mirror: tuple[Path, Path], publisher: Publisher) -> None:
+    first = tmp_path / "first"
+    with new_box(first) as box:
+        box.add_channel(mirror[0], keys.load_public(mirror[1]))
+    a, a_url = _serve(first, "--no-demo")
+    try:
+        r = subprocess.run([sys.executable, "-m", "classbox", "sync", "--source", f"{a_url}/mirror",
+                            "--channel", "test", "--trust", str(mirror[1]), "--data", str(tmp_path / "second")],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert "(new, active)" in r.stdout
+        assert "MB/s ETA" in r.stderr, "a progress bar is shown"
+        b, b_url = _serve(tmp_path / "second", "--no-demo")
+        try:
+            lessons = requests.get(f"{b_url}/api/v1/catalog", timeout=5).json()["lessons"]
+            assert len(lessons) == 3
+            lesson = requests.get(f"{b_url}/api/v1/lessons/{lessons[0]['id']}", timeout=5).json()
+            video = lesson["assets"][0]
+            body = requests.get(b_url + video["url"], timeout=5).content
+            assert hashlib.sha256(body).hexdigest() == video["sha256"]
+        finally:
+            b.terminate()
+            b.wait(10)
+            b.stdout.close()  # type: ignore[union-attr]
+    finally:
+        a.terminate()
+        a.wait(10)
+        a.stdout.close()  # type: ignore[union-attr]
+
+
+def test_mirror_route_refuses_what_is_not_a_channel_file(client, box: Box) -> None:  # type: ignore[no-untyped-def]
+    for path in ["/mirror/channels/../state.json", "/mirror/channels/test/lesson.json",
+                 "/mirror/channels/..%2f/manifest.json", "/mirror/blobs/sha256/aa/" + "b" * 64,
+                 "/mirror/blobs/sha256/xx/../../state.json"]:
+        r = client.get(path)
+        assert r.status_code in (404, 308), path  # 308: werkzeug normalising the path, nothing served
+        assert b"settings" not in r.data
+
+
+def test_sync_command_names_a_bad_source(tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "classbox", "sync", "--source", str(tmp_path / "nowhere"),
+                        "--channel", "test", "--data", str(tmp_path / "box")], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 1 and "is neither an http:// URL nor a folder" in r.stderr
+
