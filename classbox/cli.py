@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -11,11 +13,12 @@ from typing import Any
 
 import click
 
-from . import __version__, keys
+from . import __version__, keys, storage
 from .config import Config
-from .errors import ChannelRejected, ClassboxError
-from .sync.download import SyncError
+from .errors import ChannelRejected, ClassboxError, DataDirLocked
+from .sync.download import Throttle
 from .sync.engine import ChannelResult, Progress
+from .sync.sources import Transfer
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +76,9 @@ def serve(host: str | None, port: int | None, threads: int | None, no_demo: bool
         server = waitress.create_server(app, host=config.host, port=config.port, threads=config.threads,
                                         ident="classbox")
         bound_port = int(getattr(server, "effective_port", config.port))
+        storage.atomic_write(box.data.serve_file, json.dumps({"pid": os.getpid(), "port": bound_port}).encode())
+        worker = app.extensions["classbox_sync"]
+        worker.start()
         url = f"http://{netinfo.url_host(config.host)}:{bound_port}"
         click.echo(f"classbox {__version__}: {len(box.catalog)} lessons, data in {config.data_dir}")
         click.echo(f"  电视打开 (TV):    {url}/tv")
@@ -86,6 +92,8 @@ def serve(host: str | None, port: int | None, threads: int | None, no_demo: bool
             log.info("stopping")
         finally:
             server.close()
+            worker.stop()
+            storage.remove_file(box.data.serve_file)
     finally:
         box.close()
 
@@ -159,43 +167,89 @@ def channel_add(root: Path, trust: Path | None, channel_id: str | None, data: Pa
 
 @main.command()
 @click.option("--source", "sources", multiple=True,
-              help="http(s):// mirror or peer URL (a peer box: http://HOST:8080/mirror), or a folder / USB drive")
+              help="http(s):// mirror or peer URL (a peer box: http://HOST:8080/mirror), or a folder / USB drive "
+                   "[default: CLASSBOX_SYNC_SOURCES]")
 @click.option("--channel", "channel_ids", multiple=True, help="only this channel (repeatable)")
 @click.option("--trust", type=click.Path(dir_okay=False, path_type=Path),
               help="publisher key to pin for a channel this box does not follow yet")
 @data_option
 def sync(sources: tuple[str, ...], channel_ids: tuple[str, ...], trust: Path | None, data: Path | None) -> None:
-    """Bring the box's channels up to date from a mirror, a peer box or a folder."""
+    """Bring the box's channels up to date; when the box is serving, ask the server to do it."""
     from .box import Box
-    from .sync.sources import open_source
+    from .sync.worker import run_sync
 
+    config = _config(data_dir=data)
     key = keys.load_public(trust) if trust else None
-    with Box(_config(data_dir=data)) as box:
+    try:
+        box = Box(config)
+    except DataDirLocked:
+        _sync_through_server(config, list(sources), list(channel_ids), trust)
+        return
+    with box:
         wanted = list(channel_ids) or box.subscribed()
-        if not sources:
-            raise ClassboxError("no source given: pass --source URL or --source PATH")
+        chosen = list(sources) or config.sources
+        if not chosen:
+            raise ClassboxError("no source: pass --source URL or --source PATH, or set CLASSBOX_SYNC_SOURCES")
         if not wanted:
             raise ClassboxError("this box follows no channel yet: pass --channel ID --trust PUBKEY")
-        failed = False
-        for spec in sources:
-            source = open_source(spec)
-            for channel_id in wanted:
-                click.echo(f"{channel_id} ← {source.label}", err=True)
-                try:
-                    with ProgressLine() as line:
-                        result = box.bring_in(source, channel_id, key, on_progress=line.show)
-                except ChannelRejected as exc:
-                    click.echo(f"classbox: {channel_id} rejected ({exc.reason}): {exc}; nothing was changed", err=True)
-                    failed = True
-                    continue
-                except SyncError as exc:
-                    click.echo(f"classbox: {channel_id}: {exc}", err=True)
-                    failed = True
-                    continue
-                _report(result)
-                failed = failed or bool(result.errors)
-        if failed:
-            sys.exit(1)
+        with ProgressLine() as line:
+            def result(channel_id: str, r: ChannelResult) -> None:
+                line.clear()
+                _report(r)
+
+            record = run_sync(box, chosen, wanted, "cli", trust=key,
+                              transfer=Transfer(throttle=Throttle(config.max_rate)),
+                              on_progress=line.show, on_result=result)
+    for error in record.errors:
+        click.echo(f"  ✗ {error}", err=True)
+    if not record.ok:
+        sys.exit(1)
+
+
+def _sync_through_server(config: Config, sources: list[str], channels: list[str], trust: Path | None) -> None:
+    """Hand a sync to the running server of this data directory and follow its progress."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        port = json.loads((config.data_dir / "serve.json").read_bytes())["port"]
+    except (OSError, ValueError, KeyError):
+        raise ClassboxError(f"the data directory {config.data_dir} is in use, but no server answers for it") from None
+    base = f"http://127.0.0.1:{port}/api/v1/sync"
+    body: dict[str, Any] = {"sources": sources or None, "channels": channels or None}
+    if trust:
+        body["trust"] = trust.read_text()
+    asked = time.time()
+    request = urllib.request.Request(base, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            r.read()
+    except urllib.error.HTTPError as exc:
+        raise ClassboxError(f"the running box refused: {json.loads(exc.read() or b'{}').get('error', exc)}") from None
+    except OSError as exc:
+        raise ClassboxError(f"cannot reach the running box on port {port}: {exc}") from None
+    click.echo(f"the box is serving; it runs the sync (port {port})", err=True)
+    deadline = time.monotonic() + 24 * 3600
+    with ProgressLine() as line:
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            with urllib.request.urlopen(base, timeout=10) as r:
+                status = json.loads(r.read())
+            done = [run for run in status["runs"] if run["started_at"] >= asked - 1]
+            if done:
+                break
+            if status["bytes_total"]:
+                p = Progress(status["channel"] or "", status["bytes_done"], status["bytes_total"],
+                             status["lesson"] or "")
+                line.show(p, rate=status["rate"], eta=status["eta_s"])
+    run = done[0]
+    click.echo(f"sync {'done' if run['ok'] else 'incomplete'}: {run['files']} files, {run['bytes'] / 1e6:.1f} MB; "
+               f"activated: {', '.join(run['activated']) or 'nothing new'}")
+    for error in run["errors"]:
+        click.echo(f"  ✗ {error}", err=True)
+    if not run["ok"]:
+        sys.exit(1)
 
 
 def _report(result: ChannelResult) -> None:
@@ -228,7 +282,13 @@ class ProgressLine:
         if self.shown:
             click.echo("", err=True)
 
-    def show(self, p: Progress) -> None:
+    def clear(self) -> None:
+        """End the current line so that other output starts on its own."""
+        if self.shown:
+            click.echo("", err=True)
+            self.shown = False
+
+    def show(self, p: Progress, rate: float | None = None, eta: float | None = None) -> None:
         """Redraw at most ten times a second, and at the end."""
         now = time.monotonic()
         if now - self.last < 0.1 and p.done < p.total:
@@ -237,9 +297,10 @@ class ProgressLine:
         if not p.total:
             return
         filled = int(self.width * p.done / p.total)
-        eta = p.eta()
+        rate = p.rate() if rate is None else rate
+        eta = p.eta() if eta is None and rate == p.rate() else eta
         eta_text = "--:--" if eta is None else f"{int(eta) // 60:02d}:{int(eta) % 60:02d}"
         line = (f"\r[{'#' * filled}{'.' * (self.width - filled)}] {p.done / 1e6:.1f}/{p.total / 1e6:.1f} MB "
-                f"{p.rate() / 1e6:.2f} MB/s ETA {eta_text} {p.lesson[:20]}")
+                f"{rate / 1e6:.2f} MB/s ETA {eta_text} {p.lesson[:20]}")
         click.echo(line.ljust(100), nl=False, err=True)
         self.shown = True

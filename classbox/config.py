@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
@@ -41,6 +42,10 @@ class Config:
     threads: int = field(default=8, metadata={"env": "CLASSBOX_THREADS"})
     demo: bool = field(default=True, metadata={"env": "CLASSBOX_DEMO"})
     max_manifest_bytes: int = field(default=16 * 1024 * 1024, metadata={"env": "CLASSBOX_MAX_MANIFEST_BYTES"})
+    sync_sources: str = field(default="", metadata={"env": "CLASSBOX_SYNC_SOURCES"})
+    sync_interval: int = field(default=3600, metadata={"env": "CLASSBOX_SYNC_INTERVAL"})
+    sync_windows: str = field(default="", metadata={"env": "CLASSBOX_SYNC_WINDOWS"})
+    sync_max_rate: str = field(default="", metadata={"env": "CLASSBOX_SYNC_MAX_RATE"})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
@@ -70,6 +75,29 @@ class Config:
             raise ConfigError(f"CLASSBOX_THREADS must be 1-256, got {self.threads}")
         if self.max_manifest_bytes < 1024:
             raise ConfigError("CLASSBOX_MAX_MANIFEST_BYTES must be at least 1024")
+        if self.sync_interval < 10:
+            raise ConfigError(f"CLASSBOX_SYNC_INTERVAL must be at least 10 seconds, got {self.sync_interval}")
+        for name, parse, value in (("CLASSBOX_SYNC_MAX_RATE", parse_rate, self.sync_max_rate),
+                                   ("CLASSBOX_SYNC_WINDOWS", parse_windows, self.sync_windows)):
+            try:
+                parse(value)
+            except ValueError as exc:
+                raise ConfigError(f"{name}: {exc}") from None
+
+    @property
+    def max_rate(self) -> float | None:
+        """Return the sync bandwidth cap in bytes/s, None for none."""
+        return parse_rate(self.sync_max_rate)
+
+    @property
+    def windows(self) -> list[tuple[int, int]]:
+        """Return the allowed sync windows as (start, end) minutes after midnight."""
+        return parse_windows(self.sync_windows)
+
+    @property
+    def sources(self) -> list[str]:
+        """Return the configured sync sources."""
+        return [s.strip() for s in self.sync_sources.split(",") if s.strip()]
 
 
 def _parse(field_name: str, env_name: str, raw: str, kind: Any) -> Any:
@@ -91,3 +119,37 @@ def settings() -> list[tuple[str, str, Any]]:
         (f.metadata["env"], f.name, f.default if f.default_factory is MISSING else f.default_factory())
         for f in fields(Config)
     ]
+
+
+def parse_rate(text: str) -> float | None:
+    """Parse a rate like 256K, 1.5M or 800000 (bytes per second); '' or 0 means no cap."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KkMmGg]?)(?:i?B)?(?:/s)?\s*", text or "0")
+    if not m:
+        raise ValueError(f"{text!r} is not a rate such as 256K or 2M (bytes per second)")
+    value = float(m.group(1)) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[m.group(2).lower()]
+    return value or None
+
+
+def parse_windows(text: str) -> list[tuple[int, int]]:
+    """Parse '22:00-06:00,12:00-13:30' into (start, end) minutes after midnight; '' means any time."""
+    windows = []
+    for part in (p.strip() for p in (text or "").split(",")):
+        if not part:
+            continue
+        m = re.fullmatch(r"(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})", part)
+        if not m or int(m.group(1)) > 23 or int(m.group(3)) > 24 or int(m.group(2)) > 59 or int(m.group(4)) > 59:
+            raise ValueError(f"{part!r} is not a window such as 22:00-06:00")
+        windows.append((int(m.group(1)) * 60 + int(m.group(2)), int(m.group(3)) * 60 + int(m.group(4))))
+    return windows
+
+
+def in_window(windows: list[tuple[int, int]], minute_of_day: int) -> bool:
+    """Tell whether a time of day lies in any window (a window may run past midnight)."""
+    if not windows:
+        return True
+    for start, end in windows:
+        if start <= end and start <= minute_of_day < end:
+            return True
+        if start > end and (minute_of_day >= start or minute_of_day < end):
+            return True
+    return False

@@ -42,6 +42,10 @@ class DataDir:
         return self.root / "quarantine"
 
     @property
+    def serve_file(self) -> Path:
+        return self.root / "serve.json"
+
+    @property
     def lock_file(self) -> Path:
         return self.root / "lock"
 
@@ -55,9 +59,9 @@ class DataDir:
         if not os.access(self.root, os.W_OK):
             raise ConfigError(f"the data directory {self.root} is not writable by this user")
         storage.remove_leftovers(self.root, *sorted(p for p in self.channels.iterdir() if p.is_dir()))
-        # partial/ holds only scratch copies so far; nothing in it can be resumed.
+        # Downloads in flight (<sha>.part with its <sha>.json) resume; staged copies do not.
         for entry in self.partial.iterdir():
-            if entry.is_file():
+            if entry.is_file() and entry.suffix not in (".part", ".json"):
                 entry.unlink()
 
 

@@ -65,24 +65,41 @@ class Limits:
 
 
 class Throttle:
-    """A token bucket shared by all transfers: at most `rate` bytes/s, bursts of one second."""
+    """A token bucket shared by all transfers: at most `rate` bytes/s.
 
-    def __init__(self, rate: float | None, clock: Callable[[], float] = time.monotonic) -> None:
+    The bucket holds a quarter of a second of traffic, so any 10 s window carries
+    at most 2.5 % more than the cap.
+    """
+
+    BURST_SECONDS = 0.25
+
+    def __init__(self, rate: float | None, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.rate = rate
-        self.clock = clock
-        self.tokens = rate or 0.0
+        self.clock, self.sleep = clock, sleep
+        self.capacity = (rate or 0.0) * self.BURST_SECONDS
+        self.tokens = self.capacity
         self.stamp = clock()
+        self._lock = threading.Lock()
+
+    def chunk(self, wanted: int) -> int:
+        """Return how many bytes to read at once so that the bucket can pass them."""
+        if not self.rate:
+            return wanted
+        return max(1024, min(wanted, int(self.capacity)))
 
     def take(self, n: int) -> None:
         """Block until n bytes may pass."""
         if not self.rate:
             return
-        now = self.clock()
-        self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        self.tokens -= n
-        if self.tokens < 0:
-            time.sleep(-self.tokens / self.rate)
+        with self._lock:
+            now = self.clock()
+            self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
+            self.tokens -= n
+            wait = -self.tokens / self.rate if self.tokens < 0 else 0.0
+        if wait:
+            self.sleep(wait)
 
 
 @dataclass
@@ -120,7 +137,7 @@ def connect(url: str, limits: Limits) -> tuple[http.client.HTTPConnection, str]:
     return conn, target
 
 
-def _request(url: str, headers: dict[str, str], limits: Limits) -> tuple[http.client.HTTPConnection,
+def _request(url: str, headers: dict[str, str], limits: Limits, rcvbuf: int = 0) -> tuple[http.client.HTTPConnection,
                                                                           http.client.HTTPResponse]:
     conn, target = connect(url, limits)
     # The read timeout bounds each recv; a server that trickles its headers a byte at a
@@ -132,6 +149,8 @@ def _request(url: str, headers: dict[str, str], limits: Limits) -> tuple[http.cl
         sock = conn.sock
         assert sock is not None
         sock.settimeout(limits.read_timeout)
+        if rcvbuf:  # under a bandwidth cap, keep the sender from running far ahead of us
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         watchdog = threading.Timer(limits.read_timeout, _cut, args=(sock, fired))
         watchdog.daemon = True
         watchdog.start()
@@ -247,7 +266,8 @@ class BlobDownload:
             headers = {}
             if side.offset:
                 headers = {"Range": f"bytes={side.offset}-", "If-Range": side.validator or ""}
-            conn, response = _request(self.url, headers, self.limits)
+            rcvbuf = int(self.throttle.capacity) if self.throttle.rate else 0
+            conn, response = _request(self.url, headers, self.limits, rcvbuf)
             try:
                 if response.status == 200:
                     if side.offset:
@@ -295,9 +315,9 @@ class BlobDownload:
         last_sync = window_start
         try:
             while True:
-                want = min(CHUNK, self.size + 1 - side.offset)
-                self.throttle.take(want)
+                want = self.throttle.chunk(min(CHUNK, self.size + 1 - side.offset))
                 chunk = response.read1(want)
+                self.throttle.take(len(chunk))
                 if not chunk:
                     break
                 self.wire_bytes += len(chunk)

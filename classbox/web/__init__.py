@@ -10,6 +10,7 @@ from werkzeug.exceptions import HTTPException
 from ..box import Box
 from ..config import PACKAGE_DIR, Config
 from ..errors import ClassboxError, NotFound
+from ..sync.worker import SyncWorker
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,9 @@ def build_app(config: Config | None = None) -> Flask:
     )
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["classbox"] = Box(config)
+    box = Box(config)
+    app.extensions["classbox"] = box
+    app.extensions["classbox_sync"] = SyncWorker(box)  # started by `serve`, never here
 
     from . import api, media, mirror, ops, tv
 
@@ -45,6 +48,11 @@ def build_app(config: Config | None = None) -> Flask:
 def current_box() -> Box:
     """Return the box of the app handling this request."""
     return current_app.extensions["classbox"]  # type: ignore[no-any-return]
+
+
+def current_sync() -> SyncWorker:
+    """Return the sync worker of this app."""
+    return current_app.extensions["classbox_sync"]  # type: ignore[no-any-return]
 
 
 def _wants_json() -> bool:

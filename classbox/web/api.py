@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from flask import Blueprint, abort, jsonify, request, url_for
 
+from .. import keys
 from ..catalog import FACETS, Entry
 from ..channel import Asset, Blob
-from . import current_box
+from ..errors import KeyFileError
+from . import current_box, current_sync
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -72,3 +75,40 @@ def lesson(lesson_id: str):  # type: ignore[no-untyped-def]
     if entry is None:
         abort(404, description=f"no lesson {lesson_id!r} on this box")
     return jsonify({**lesson_summary(entry), "assets": [_asset(a) for a in entry.lesson.assets]})
+
+
+@bp.get("/sync")
+def sync_status():  # type: ignore[no-untyped-def]
+    """Report the sync state, progress, last error and success, and the last 20 runs."""
+    return jsonify(current_sync().status())
+
+
+@bp.post("/sync")
+def sync_now():  # type: ignore[no-untyped-def]
+    """Start a sync now, outside the windows; optional JSON: sources, channels, trust (loopback only)."""
+    worker = current_sync()
+    if not worker.running:
+        abort(503, description="the sync worker is not running")
+    body = request.get_json(silent=True) if request.data else {}
+    if not isinstance(body, dict):
+        abort(400, description="the body must be a JSON object")
+    unknown = sorted(set(body) - {"sources", "channels", "trust"})
+    if unknown:
+        abort(400, description=f"unknown field {', '.join(unknown)}; use sources, channels, trust")
+    lists = {}
+    for name in ("sources", "channels"):
+        value = body.get(name)
+        if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
+            abort(400, description=f"{name} must be a list of strings")
+        lists[name] = value
+    trust = None
+    if body.get("trust") is not None:
+        # Pinning a publisher key decides what the box will ever accept: only from this machine.
+        if not ipaddress.ip_address(request.remote_addr or "0.0.0.0").is_loopback:
+            abort(403, description="trust may only be given from the box itself")
+        try:
+            trust = keys.parse_public(str(body["trust"]).encode(), "trust")
+        except KeyFileError as exc:
+            abort(400, description=str(exc))
+    worker.request_now(lists["sources"], lists["channels"], trust)
+    return jsonify(accepted=True, status=worker.status()), 202

@@ -1,0 +1,219 @@
+"""Sync runs: one over every source and followed channel, and the background worker that schedules them."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from ..box import Box
+from ..config import in_window
+from ..errors import ChannelRejected
+from .download import SyncError, Throttle
+from .engine import ChannelResult, Progress
+from .sources import Backoff, Transfer, open_source
+
+log = logging.getLogger(__name__)
+
+HISTORY = 20
+
+
+@dataclass
+class RunRecord:
+    """One sync run as kept in the history."""
+
+    started_at: float
+    trigger: str
+    sources: list[str]
+    channels: list[str]
+    finished_at: float | None = None
+    ok: bool = False
+    bytes: int = 0
+    files: int = 0
+    activated: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def run_sync(
+    box: Box,
+    sources: list[str],
+    channels: list[str],
+    trigger: str,
+    trust: Ed25519PublicKey | None = None,
+    transfer: Transfer | None = None,
+    progress: Progress | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    on_result: Callable[[str, ChannelResult], None] | None = None,
+) -> RunRecord:
+    """Bring every channel up to date from each source in turn; record the run in the history."""
+    record = RunRecord(time.time(), trigger, list(sources), list(channels))
+    progress = progress or Progress()
+    for spec in sources:
+        try:
+            source = open_source(spec)
+        except SyncError as exc:
+            record.errors.append(str(exc))
+            continue
+        for channel_id in channels:
+            try:
+                result = box.bring_in(source, channel_id, trust, transfer=transfer, progress=progress,
+                                      on_progress=on_progress)
+            except ChannelRejected as exc:
+                record.errors.append(f"{channel_id} from {source.label}: rejected ({exc.reason}): {exc}")
+                continue
+            except SyncError as exc:
+                record.errors.append(f"{channel_id} from {source.label}: {exc}")
+                continue
+            record.bytes += result.bytes_fetched
+            record.files += result.blobs_fetched
+            if result.activated:
+                record.activated.append(f"{channel_id} v{result.manifest.version}")
+            record.errors.extend(result.errors)
+            if on_result:
+                on_result(channel_id, result)
+    record.finished_at = time.time()
+    record.ok = not record.errors
+    save_run(box, record)
+    return record
+
+
+def save_run(box: Box, record: RunRecord) -> None:
+    """Append a run to the history, keeping the last HISTORY."""
+    with box.state.transaction() as db:
+        table = db.table("sync_runs")
+        table.insert(asdict(record))
+        ids = sorted(doc.doc_id for doc in table.all())
+        if len(ids) > HISTORY:
+            table.remove(doc_ids=ids[: len(ids) - HISTORY])
+
+
+def history(box: Box) -> list[dict[str, Any]]:
+    """Return the last runs, newest first."""
+    with box.state.transaction() as db:
+        return [dict(doc) for doc in reversed(db.table("sync_runs").all())]
+
+
+class SyncWorker:
+    """Runs syncs in the background: on a schedule, inside the allowed windows, or now when asked."""
+
+    def __init__(self, box: Box, clock: Callable[[], float] = time.time) -> None:
+        self.box = box
+        self.config = box.config
+        self.clock = clock
+        self.throttle = Throttle(self.config.max_rate)
+        self.backoff = Backoff(base=60, cap=self.config.sync_interval)
+        self.state = "idle"
+        self.progress: Progress | None = None
+        self.next_run: float | None = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._requests: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._failures = 0
+
+    def start(self) -> None:
+        """Start the background thread; the first run is due at once."""
+        self.next_run = self.clock()
+        self._thread = threading.Thread(target=self._loop, name="classbox-sync", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop after the current transfer step."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(30)
+
+    @property
+    def running(self) -> bool:
+        """Tell whether the background thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def request_now(self, sources: list[str] | None = None, channels: list[str] | None = None,
+                    trust: Ed25519PublicKey | None = None) -> None:
+        """Ask for a run now, ignoring the windows ("sync now")."""
+        with self._lock:
+            self._requests.append({"sources": sources, "channels": channels, "trust": trust})
+        self._wake.set()
+
+    def status(self) -> dict[str, Any]:
+        """Return what GET /api/v1/sync shows."""
+        runs = history(self.box)
+        last_ok = next((r for r in runs if r["ok"]), None)
+        last_bad = next((r for r in runs if not r["ok"]), None)
+        p = self.progress
+        return {
+            "state": self.state if self.running else "stopped",
+            "bytes_done": p.done if p else 0,
+            "bytes_total": p.total if p else 0,
+            "rate": round(p.rate()) if p else 0,
+            "eta_s": round(p.eta() or 0) if p and p.eta() is not None else None,
+            "channel": p.channel if p else None,
+            "lesson": p.lesson if p else None,
+            "next_run": self.next_run,
+            "sources": self.config.sources,
+            "channels": self.box.subscribed(),
+            "max_rate": self.config.max_rate,
+            "windows": self.config.sync_windows or None,
+            "last_error": (last_bad["errors"][0] if last_bad and last_bad["errors"] else None),
+            "last_error_at": last_bad["finished_at"] if last_bad else None,
+            "last_success": last_ok["finished_at"] if last_ok else None,
+            "runs": runs,
+        }
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            wait = max(0.0, (self.next_run or self.clock()) - self.clock())
+            self._wake.wait(wait)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            with self._lock:
+                request = self._requests.pop(0) if self._requests else None
+            if request is None and self.clock() < (self.next_run or 0):
+                continue
+            now = datetime.fromtimestamp(self.clock())
+            if request is None and not in_window(self.config.windows, now.hour * 60 + now.minute):
+                self.state = "waiting_for_window"
+                self.next_run = self.clock() + 60
+                continue
+            try:
+                self._run(request)
+            except Exception:  # the top of a background loop: log it, keep the box serving
+                log.exception("sync run failed")
+                self._failures += 1
+                self.state = "backing_off"
+                self.next_run = self.clock() + self.backoff.delay(self._failures)
+
+    def _run(self, request: dict[str, Any] | None) -> None:
+        sources = (request or {}).get("sources") or self.config.sources
+        channels = (request or {}).get("channels") or self.box.subscribed()
+        if not sources or not channels:
+            self.state = "idle"
+            self.next_run = self.clock() + self.config.sync_interval
+            if request is not None:
+                save_run(self.box, RunRecord(self.clock(), "now", sources, channels, self.clock(), False, errors=[
+                    "nothing to sync: set CLASSBOX_SYNC_SOURCES and follow a channel (classbox sync --trust)"]))
+            return
+        self.state = "running"
+        self.progress = Progress()
+        record = run_sync(self.box, sources, channels, "now" if request else "schedule",
+                          trust=(request or {}).get("trust"), transfer=Transfer(throttle=self.throttle),
+                          progress=self.progress)
+        if record.ok:
+            self._failures = 0
+            self.state = "idle"
+            self.next_run = self.clock() + self.config.sync_interval
+        else:
+            self._failures += 1
+            self.state = "backing_off"
+            self.next_run = self.clock() + self.backoff.delay(self._failures)
+        log.info("sync %s: %d files, %.1f MB, %d errors", "done" if record.ok else "incomplete", record.files,
+                 record.bytes / 1e6, len(record.errors))
