@@ -115,7 +115,8 @@ class Box:
 
             result = engine.bring_in(source, self.store, channel_id, key, self.config.max_manifest_bytes,
                                      transfer=transfer, all_or_nothing=all_or_nothing, progress=progress,
-                                     on_progress=on_progress, on_verified=None if all_or_nothing else pin)
+                                     on_progress=on_progress, on_verified=None if all_or_nothing else pin,
+                                     free_margin=self.config.free_margin)
             if pinned is None and all_or_nothing:
                 self.pin_key(channel_id, key)
             if result.blobs_fetched or result.activated:

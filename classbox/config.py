@@ -46,6 +46,7 @@ class Config:
     sync_interval: int = field(default=3600, metadata={"env": "CLASSBOX_SYNC_INTERVAL"})
     sync_windows: str = field(default="", metadata={"env": "CLASSBOX_SYNC_WINDOWS"})
     sync_max_rate: str = field(default="", metadata={"env": "CLASSBOX_SYNC_MAX_RATE"})
+    free_margin: int = field(default=200 * 1024 * 1024, metadata={"env": "CLASSBOX_FREE_MARGIN"})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
@@ -75,6 +76,8 @@ class Config:
             raise ConfigError(f"CLASSBOX_THREADS must be 1-256, got {self.threads}")
         if self.max_manifest_bytes < 1024:
             raise ConfigError("CLASSBOX_MAX_MANIFEST_BYTES must be at least 1024")
+        if self.free_margin < 0:
+            raise ConfigError(f"CLASSBOX_FREE_MARGIN must be 0 or more bytes, got {self.free_margin}")
         if self.sync_interval < 10:
             raise ConfigError(f"CLASSBOX_SYNC_INTERVAL must be at least 10 seconds, got {self.sync_interval}")
         for name, parse, value in (("CLASSBOX_SYNC_MAX_RATE", parse_rate, self.sync_max_rate),

@@ -363,3 +363,58 @@ def test_sync_command_names_a_bad_source(tmp_path: Path) -> None:
                        timeout=60)
     assert r.returncode == 1 and "is neither an http:// URL nor a folder" in r.stderr
 
+
+
+def test_disk_full_mid_blob_stops_cleanly_and_resumes(tmp_path: Path, mirror: tuple[Path, Path], nginx_url: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from classbox.sync.download import BlobDownload
+
+    real_write = BlobDownload._write
+    written = [0]
+
+    class FullDisk:
+        def write(self, chunk: bytes) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def full_disk(self, f, chunk: bytes) -> None:  # type: ignore[no-untyped-def]
+        written[0] += len(chunk)
+        real_write(self, FullDisk() if written[0] > 1_200_000 else f, chunk)
+
+    monkeypatch.setattr(BlobDownload, "_write", full_disk)
+    with new_box(tmp_path / "box") as box:
+        result = box.bring_in(HttpSource(nginx_url), "test", keys.load_public(mirror[1]), transfer=FAST)
+        assert not result.activated
+        assert any("disk full" in e and "No space left on device" in e for e in result.errors), result.errors
+        assert len(box.catalog) == 0
+        for path in box.data.blobs.rglob("*"):
+            if path.is_file():
+                assert hashlib.sha256(path.read_bytes()).hexdigest() == path.name
+        monkeypatch.setattr(BlobDownload, "_write", real_write)
+        again = box.bring_in(HttpSource(nginx_url), "test", transfer=FAST)
+        assert again.activated and len(box.catalog) == 3
+        assert_identical(box, mirror[0])
+
+
+def _mount_tmpfs(path: Path, size: str) -> bool:
+    path.mkdir()
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True).returncode == 0
+
+
+def test_small_disk_says_what_will_not_fit(tmp_path: Path, mirror: tuple[Path, Path], nginx_url: str) -> None:
+    disk = tmp_path / "sd"
+    if not _mount_tmpfs(disk, "2m"):
+        pytest.skip("mounting a tmpfs needs root (the injected ENOSPC test covers a full disk everywhere)")
+    try:
+        config = Config.from_env({}, data_dir=disk / "box", demo=False, free_margin=0)
+        with Box(config) as box:
+            result = box.bring_in(HttpSource(nginx_url), "test", keys.load_public(mirror[1]), transfer=FAST)
+            assert not result.activated
+            assert any("will not fit" in e or "disk full" in e for e in result.errors), result.errors
+            assert len(box.catalog) == 0
+        with Box(config) as box:  # and the box still starts on its full disk
+            assert box.trusted_key("test") is not None
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)

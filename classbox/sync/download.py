@@ -53,6 +53,12 @@ class BadContent(SyncError):
     code = "bad_content"
 
 
+class DiskFull(SyncError):
+    """The box's disk could not take the bytes; the run stops, what was verified stays."""
+
+    code = "disk_full"
+
+
 @dataclass(frozen=True)
 class Limits:
     """Timeouts and the stall watchdog of one transfer."""
@@ -324,14 +330,17 @@ class BlobDownload:
                 if side.offset + len(chunk) > self.size:
                     self.discard()
                     raise BadContent(f"{self.url}: longer than the {self.size} bytes the manifest states")
-                f.write(chunk)
+                self._write(f, chunk)
                 digest.update(chunk)
                 side.offset += len(chunk)
                 window_bytes += len(chunk)
                 self.on_bytes(len(chunk))
                 now = time.monotonic()
                 if side.offset - synced_at >= CHECKPOINT_BYTES or now - last_sync >= CHECKPOINT_SECONDS:
-                    self._checkpoint(f, side)
+                    try:
+                        self._checkpoint(f, side)
+                    except OSError as exc:
+                        raise DiskFull(f"cannot save {self.part.name}: {exc.strerror or exc}", permanent=True) from None
                     synced_at, last_sync = side.offset, now
                 if now - window_start >= self.limits.stall_window:
                     # The watchdog: a link that trickles holds the slot another source could use.
@@ -345,7 +354,17 @@ class BlobDownload:
             log.info("%s: cut after %d of %d bytes (%s)", self.url, side.offset, self.size, exc or type(exc).__name__)
         finally:
             if self.part.exists():
-                self._checkpoint(f, side)
+                try:
+                    self._checkpoint(f, side)
+                except OSError as exc:  # disk full: the side file keeps its last good offset
+                    log.warning("%s: could not record progress: %s", self.part, exc.strerror)
+
+    def _write(self, f, chunk: bytes) -> None:  # type: ignore[no-untyped-def]
+        """Append to the part file; a disk error ends the run rather than looking like a cut link."""
+        try:
+            f.write(chunk)
+        except OSError as exc:
+            raise DiskFull(f"cannot write {self.part.name}: {exc.strerror or exc}", permanent=True) from None
 
     def _checkpoint(self, f, side: _Side) -> None:  # type: ignore[no-untyped-def]
         """Make the bytes so far durable, then record that they are."""

@@ -20,7 +20,7 @@ from .. import channel
 from ..channel import Blob, Manifest
 from ..errors import ChannelRejected
 from ..store import Staged, Store
-from .download import SyncError
+from .download import DiskFull, SyncError
 from .sources import Source, Transfer
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,7 @@ def bring_in(
     progress: Progress | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     on_verified: Callable[[Manifest], None] | None = None,
+    free_margin: int | None = None,
     now: float | None = None,
 ) -> ChannelResult:
     """Verify a channel at a source and make the box hold all of it; see the module docstring."""
@@ -120,13 +121,27 @@ def bring_in(
     staged: list[Staged] = []
     errors: list[str] = []
     fetched = 0
+    fetched_files = 0
     failures_in_a_row = 0
+    will_not_fit: list[str] = []
     try:
         for blob, title in wanted:
             progress.lesson = title
             report(progress)
+            if free_margin is not None and store.free_bytes() - blob.size < free_margin:
+                if title not in will_not_fit:
+                    will_not_fit.append(title)
+                if all_or_nothing:
+                    raise ChannelRejected("no_space", f"{title} needs {blob.size / 1e6:.1f} MB more than the disk "
+                                                      f"has free above its {free_margin / 1e6:.0f} MB margin")
+                continue
             try:
                 one = source.fetch_blob(blob, store, transfer, on_bytes)
+            except DiskFull as exc:
+                if all_or_nothing:
+                    raise ChannelRejected("no_space", str(exc)) from None
+                errors.append(f"disk full: {exc}; stopping this run")
+                break
             except SyncError as exc:
                 if all_or_nothing:
                     raise ChannelRejected("blob_mismatch", str(exc)) from None
@@ -145,17 +160,21 @@ def bring_in(
             else:
                 store.commit(one)  # a verified blob is kept even if the run stops later
             fetched += blob.size
+            fetched_files += 1
     except BaseException:
         for s in staged:
             store.discard(s)
         raise
     for s in staged:
         store.commit(s)
+    if will_not_fit:
+        errors.append(f"will not fit ({store.free_bytes() / 1e6:.0f} MB free, "
+                      f"{(free_margin or 0) / 1e6:.0f} MB kept free): {'、'.join(will_not_fit)}")
     missing = tuple(lesson.title for lesson in manifest.lessons
                     if not all(store.has(b.sha256, b.size) for b in lesson.blobs()))
     activated = False
     if not same and not missing:
         channel.activate(store.data.root, manifest.id, data, sig)
         activated = True
-    return ChannelResult(manifest, previous, len(wanted) - len(errors), fetched, activated,
+    return ChannelResult(manifest, previous, fetched_files, fetched, activated,
                          unchanged=same and not wanted, errors=tuple(errors), missing_lessons=missing)
