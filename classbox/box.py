@@ -13,7 +13,7 @@ from tinydb import where
 
 from . import channel, keys
 from .catalog import Catalog
-from .channel import Manifest
+from .channel import Blob, Manifest
 from .config import PACKAGE_DIR, Config
 from .datadir import DataDir, DataDirLock
 from .errors import ChannelRejected
@@ -122,6 +122,21 @@ class Box:
             if result.blobs_fetched or result.activated:
                 self.catalog.reload()
             return result
+
+    def scrub(self, on_progress: Callable[[int, int], None] | None = None) -> list[str]:
+        """Re-hash the store, quarantine damaged blobs and drop the lessons that need them until refetched."""
+        sizes = {sha: b.size for info in self.catalog.channels()
+                 for sha, b in (self._manifest_blobs(info.id)).items()}
+        with self._install_lock:
+            bad = self.store.scrub(sizes, on_progress)
+        if bad:
+            log.warning("scrub: %d damaged files moved to quarantine: %s", len(bad), ", ".join(bad))
+            self.catalog.reload()
+        return bad
+
+    def _manifest_blobs(self, channel_id: str) -> dict[str, Blob]:
+        found = channel.installed_manifest(self.data.root, channel_id)
+        return found[0].blobs() if found else {}
 
     def subscribed(self) -> list[str]:
         """Return the channels this box follows: those with a pinned key."""

@@ -18,7 +18,7 @@ from .config import Config
 from .errors import ChannelRejected, ClassboxError, DataDirLocked
 from .sync.download import Throttle
 from .sync.engine import ChannelResult, Progress
-from .sync.sources import Transfer
+from .sync.sources import Transfer, open_source
 
 log = logging.getLogger(__name__)
 
@@ -175,35 +175,105 @@ def channel_add(root: Path, trust: Path | None, channel_id: str | None, data: Pa
 @data_option
 def sync(sources: tuple[str, ...], channel_ids: tuple[str, ...], trust: Path | None, data: Path | None) -> None:
     """Bring the box's channels up to date; when the box is serving, ask the server to do it."""
+    _sync(_config(data_dir=data), list(sources), list(channel_ids), trust)
+
+
+def _sync(config: Config, sources: list[str], channel_ids: list[str], trust: Path | None,
+          from_drive: bool = False) -> None:
+    """Run a sync here, or hand it to the running server of the data directory."""
     from .box import Box
     from .sync.worker import run_sync
 
-    config = _config(data_dir=data)
     key = keys.load_public(trust) if trust else None
     try:
         box = Box(config)
     except DataDirLocked:
-        _sync_through_server(config, list(sources), list(channel_ids), trust)
+        _sync_through_server(config, sources, channel_ids, trust)
         return
     with box:
-        wanted = list(channel_ids) or box.subscribed()
-        chosen = list(sources) or config.sources
+        chosen = sources or config.sources
         if not chosen:
             raise ClassboxError("no source: pass --source URL or --source PATH, or set CLASSBOX_SYNC_SOURCES")
+        wanted = channel_ids or box.subscribed()
+        if from_drive:
+            on_drive = open_source(chosen[0]).channel_ids()
+            if not on_drive:
+                raise ClassboxError(f"{chosen[0]} holds no channel (expected {chosen[0]}/classbox/channels/<id>/)")
+            new = sorted(set(on_drive) - set(wanted))
+            if new:
+                click.echo(f"on the drive but not followed by this box (add with --channel ID --trust PUB): "
+                           f"{', '.join(new)}", err=True)
+            wanted = [c for c in wanted if c in on_drive]
         if not wanted:
-            raise ClassboxError("this box follows no channel yet: pass --channel ID --trust PUBKEY")
+            raise ClassboxError("no channel to bring in: pass --channel ID --trust PUBKEY")
         with ProgressLine() as line:
             def result(channel_id: str, r: ChannelResult) -> None:
                 line.clear()
                 _report(r)
 
-            record = run_sync(box, chosen, wanted, "cli", trust=key,
-                              transfer=Transfer(throttle=Throttle(config.max_rate)),
+            record = run_sync(box, chosen, wanted, "usb" if from_drive else "cli", trust=key,
+                              transfer=Transfer(throttle=Throttle(None if from_drive else config.max_rate)),
                               on_progress=line.show, on_result=result)
     for error in record.errors:
         click.echo(f"  ✗ {error}", err=True)
     if not record.ok:
         sys.exit(1)
+
+
+@main.command()
+@data_option
+def scrub(data: Path | None) -> None:
+    """Re-hash every file in the store; move damaged ones to quarantine/ so the next sync fetches them again."""
+    from .box import Box
+
+    with Box(_config(data_dir=data)) as box, click.progressbar(length=max(1, len(box.store.blobs())),
+                                                                label="checking", file=sys.stderr) as bar:
+        bad = box.scrub(lambda done, total: bar.update(done - bar.pos))
+    if bad:
+        click.echo(f"{len(bad)} damaged files moved to quarantine/; the next sync fetches them again:")
+        for sha in bad:
+            click.echo(f"  {sha}")
+        sys.exit(1)
+    click.echo("every file in the store is intact")
+
+
+@main.group(cls=Group)
+def usb() -> None:
+    """Carry channels on a USB drive from one box to another."""
+
+
+@usb.command("export")
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--channel", "channel_ids", multiple=True, help="only this channel (repeatable) [default: all]")
+@data_option
+def usb_export(path: Path, channel_ids: tuple[str, ...], data: Path | None) -> None:
+    """Write the box's channels to a drive (under PATH/classbox/); run again to resume."""
+    from .datadir import DataDir
+    from .store import Store
+    from .usb import export
+
+    config = _config(data_dir=data)
+    # Reading needs no lock: blobs never change and manifests are replaced whole.
+    store = Store(DataDir(config.data_dir))
+    with click.progressbar(length=1, label="writing", file=sys.stderr) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.length = max(total, 1)
+            bar.update(done - bar.pos)
+
+        result = export(store, path, list(channel_ids) or None, progress)
+    click.echo(f"exported {', '.join(result.channels)} to {path}/classbox: {result.files_written} files written "
+               f"({result.bytes_written / 1e6:.1f} MB), {result.files_present} already there")
+
+
+@usb.command("import")
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--channel", "channel_ids", multiple=True, help="only this channel (repeatable)")
+@click.option("--trust", type=click.Path(dir_okay=False, path_type=Path),
+              help="publisher key to pin for a channel this box does not follow yet")
+@data_option
+def usb_import(path: Path, channel_ids: tuple[str, ...], trust: Path | None, data: Path | None) -> None:
+    """Bring channels in from a drive, with the same checks as any source."""
+    _sync(_config(data_dir=data), [str(path)], list(channel_ids), trust, from_drive=True)
 
 
 def _sync_through_server(config: Config, sources: list[str], channels: list[str], trust: Path | None) -> None:

@@ -6,6 +6,8 @@ import hashlib
 import os
 import re
 import shutil
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -117,6 +119,31 @@ class Store:
     def discard(self, staged: Staged) -> None:
         """Drop a staged blob."""
         staged.path.unlink(missing_ok=True)
+
+    def blobs(self) -> list[str]:
+        """List the hashes of every blob in the store."""
+        out: list[str] = []
+        for dirpath, _dirs, files in os.walk(self.data.blobs):
+            out.extend(name for name in files if is_sha256(name) and name[:2] == os.path.basename(dirpath))
+        return sorted(out)
+
+    def scrub(self, sizes: dict[str, int], on_progress: Callable[[int, int], None] | None = None) -> list[str]:
+        """Re-hash every blob; move those whose bytes or length do not match to quarantine/; return them."""
+        names = self.blobs()
+        bad = []
+        for i, sha256 in enumerate(names):
+            path = self.path(sha256)
+            try:
+                actual, size = hash_file(path)
+            except OSError as exc:
+                actual, size = f"unreadable ({exc.strerror})", -1
+            if actual != sha256 or (sha256 in sizes and sizes[sha256] != size):
+                storage.make_dirs(self.data.quarantine)
+                storage.move_into_place(path, self.data.quarantine / f"{sha256}.{int(time.time())}")
+                bad.append(sha256)
+            if on_progress:
+                on_progress(i + 1, len(names))
+        return bad
 
     def usage(self) -> int:
         """Return the bytes the store holds."""

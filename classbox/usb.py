@@ -1,0 +1,69 @@
+"""USB drives: write channels to a drive in the mirror layout, so another box can import them."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import channel, storage
+from .errors import ClassboxError
+from .store import BlobMismatch, Store, blob_relpath, copy_verified
+
+log = logging.getLogger(__name__)
+
+USB_FOLDER = "classbox"
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What an export wrote."""
+
+    channels: tuple[str, ...]
+    files_written: int
+    files_present: int
+    bytes_written: int
+
+
+def export(store: Store, dest: Path, channel_ids: list[str] | None = None,
+           on_progress: Callable[[int, int], None] | None = None) -> ExportResult:
+    """Write the box's active channels under dest/classbox/ in the mirror layout; resumable, manifests last."""
+    root = Path(dest) / USB_FOLDER
+    box_root = store.data.root
+    available = channel.channel_ids(box_root)
+    chosen = channel_ids or available
+    unknown = sorted(set(chosen) - set(available))
+    if unknown:
+        raise ClassboxError(f"this box does not hold channel {', '.join(unknown)}; it holds {', '.join(available)}")
+    manifests = []
+    for channel_id in chosen:
+        found = channel.installed_manifest(box_root, channel_id)
+        assert found is not None
+        manifests.append(found[0])
+    blobs = {b.sha256: b for m in manifests for b in m.blobs().values() if store.has(b.sha256, b.size)}
+    total = sum(b.size for b in blobs.values())
+    done = written = present = nbytes = 0
+    try:
+        for blob in blobs.values():
+            target = root / blob_relpath(blob.sha256)
+            if target.is_file() and target.stat().st_size == blob.size:
+                present += 1  # written by an earlier, interrupted export
+            else:
+                with open(store.path(blob.sha256), "rb") as src, storage.new_file(target) as dst:
+                    copy_verified(src, dst, blob.sha256, blob.size)
+                written += 1
+                nbytes += blob.size
+            done += blob.size
+            if on_progress:
+                on_progress(done, total)
+        for m in manifests:  # metadata last: a drive pulled early holds no manifest pointing at missing files
+            folder = channel.channel_dir(box_root, m.id)
+            channel.activate(root, m.id, (folder / channel.MANIFEST).read_bytes(),
+                             (folder / channel.SIGNATURE).read_bytes())
+    except BlobMismatch as exc:
+        raise ClassboxError(f"a file in this box's store is damaged ({exc}); run `classbox scrub`") from None
+    except OSError as exc:
+        raise ClassboxError(f"writing to {root} failed: {exc.strerror or exc}; was the drive removed? "
+                            "Run the export again to go on where it stopped") from None
+    return ExportResult(tuple(chosen), written, present, nbytes)
