@@ -16,7 +16,7 @@ from .catalog import Catalog
 from .channel import Blob, Manifest
 from .config import PACKAGE_DIR, Config
 from .datadir import DataDir, DataDirLock
-from .errors import ChannelRejected
+from .errors import ChannelRejected, ConfigError
 from .storage import State
 from .store import Store
 from .sync import engine
@@ -116,7 +116,7 @@ class Box:
             result = engine.bring_in(source, self.store, channel_id, key, self.config.max_manifest_bytes,
                                      transfer=transfer, all_or_nothing=all_or_nothing, progress=progress,
                                      on_progress=on_progress, on_verified=None if all_or_nothing else pin,
-                                     free_margin=self.config.free_margin)
+                                     free_margin=self.config.free_margin, filters=self.filters(channel_id))
             if pinned is None and all_or_nothing:
                 self.pin_key(channel_id, key)
             if result.blobs_fetched or result.activated:
@@ -137,6 +137,30 @@ class Box:
     def _manifest_blobs(self, channel_id: str) -> dict[str, Blob]:
         found = channel.installed_manifest(self.data.root, channel_id)
         return found[0].blobs() if found else {}
+
+    def filters(self, channel_id: str) -> dict[str, list[str]]:
+        """Return the subscription filters of a channel ({} for the whole channel)."""
+        with self.state.transaction() as db:
+            doc = db.table("trust").get(where("channel") == channel_id)
+        return dict(doc.get("filters", {})) if doc else {}
+
+    def subscribe(self, channel_id: str, filters: dict[str, list[str]], key: Ed25519PublicKey | None = None) -> None:
+        """Follow a channel, or only its lessons matching the filters; pin its key if given and none is."""
+        unknown = set(filters) - set(engine.FILTER_LEVELS)
+        if unknown:
+            raise ConfigError(f"unknown filter {', '.join(sorted(unknown))}; use {', '.join(engine.FILTER_LEVELS)}")
+        if not channel.ID_RE.fullmatch(channel_id):
+            raise ConfigError(f"{channel_id!r} is not a channel id")
+        pinned = self.trusted_key(channel_id)
+        if pinned is None and key is None:
+            raise ConfigError(f"channel {channel_id} is new to this box: give its publisher key with --trust")
+        if pinned is not None and key is not None and keys.key_id(key) != keys.key_id(pinned):
+            raise ConfigError(f"channel {channel_id} is pinned to key {keys.key_id(pinned)}, not {keys.key_id(key)}")
+        if pinned is None and key is not None:
+            self.pin_key(channel_id, key)
+        with self.state.transaction() as db:
+            db.table("trust").update({"filters": {k: v for k, v in filters.items() if v}},
+                                     where("channel") == channel_id)
 
     def subscribed(self) -> list[str]:
         """Return the channels this box follows: those with a pinned key."""

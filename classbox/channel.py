@@ -257,8 +257,9 @@ def parse_manifest(data: bytes) -> Manifest:
             seen.add(lesson.id)
         schedule = d.get("schedule", [])
         meta = d.get("meta", {})
-        if not isinstance(schedule, list) or not all(isinstance(s, dict) for s in schedule):
-            raise _Invalid("manifest.schedule must be a list of objects")
+        if not isinstance(schedule, list):
+            raise _Invalid("manifest.schedule must be a list")
+        schedule = [_schedule_entry(e, f"schedule[{i}]", seen) for i, e in enumerate(schedule)]
         if not isinstance(meta, dict):
             raise _Invalid("manifest.meta must be an object")
         return Manifest(
@@ -275,6 +276,22 @@ def parse_manifest(data: bytes) -> Manifest:
         )
     except _Invalid as exc:
         raise ChannelRejected("invalid", f"manifest is malformed: {exc}") from None
+
+
+def _schedule_entry(value: Any, where: str, lesson_ids: set[str]) -> dict[str, Any]:
+    """Check one timetable entry: which lesson, on which date, optionally which period and class."""
+    d = _obj(value, where, {"lesson", "date"}, {"period", "class", "room", "note"})
+    if d["lesson"] not in lesson_ids:
+        raise _Invalid(f"{where}.lesson {d['lesson']!r} is not a lesson of this channel")
+    if not isinstance(d["date"], str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", d["date"]):
+        raise _Invalid(f"{where}.date must be YYYY-MM-DD")
+    try:
+        datetime.strptime(d["date"], "%Y-%m-%d")
+    except ValueError:
+        raise _Invalid(f"{where}.date {d['date']!r} is not a date") from None
+    if "period" in d and (not isinstance(d["period"], int) or isinstance(d["period"], bool) or d["period"] < 1):
+        raise _Invalid(f"{where}.period must be a whole number from 1")
+    return d
 
 
 def parse_time(value: str) -> float:
@@ -517,11 +534,16 @@ def build(
     }
     if isinstance(info.get("description"), str):
         doc["description"] = info["description"]
-    extra = {k: v for k, v in info.items() if k not in {"id", "title", "description"}}
+    if "schedule" in info:
+        doc["schedule"] = info["schedule"]
+    extra = {k: v for k, v in info.items() if k not in {"id", "title", "description", "schedule"}}
     if extra:
         doc["meta"] = extra
     data = encode_manifest(doc)
-    manifest = parse_manifest(data)  # what we publish must pass our own strict reader
+    try:
+        manifest = parse_manifest(data)  # what we publish must pass our own strict reader
+    except ChannelRejected as exc:
+        raise BuildError(f"{src / 'channel.json'}: {exc}") from None
     activate(out, info["id"], data, keys.sign(key, data))
     return manifest
 

@@ -221,6 +221,27 @@ def _sync(config: Config, sources: list[str], channel_ids: list[str], trust: Pat
 
 
 @main.command()
+@click.argument("channel_id")
+@click.option("--trust", type=click.Path(dir_okay=False, path_type=Path), help="publisher key, for a new channel")
+@click.option("--section", multiple=True, help="only these sections (repeatable)")
+@click.option("--stage", multiple=True, help="only these stages, e.g. 小学")
+@click.option("--grade", multiple=True, help="only these grades, e.g. 一年级")
+@click.option("--subject", multiple=True, help="only these subjects, e.g. 语文")
+@click.option("--edition", multiple=True, help="only these editions, e.g. 统编版")
+@data_option
+def subscribe(channel_id: str, trust: Path | None, data: Path | None, **levels: tuple[str, ...]) -> None:
+    """Follow a channel, or only part of it; scheduled lessons are always fetched."""
+    from .box import Box
+
+    with Box(_config(data_dir=data)) as box:
+        box.subscribe(channel_id, {k: list(v) for k, v in levels.items()}, keys.load_public(trust) if trust else None)
+        for followed in box.subscribed():
+            filters = box.filters(followed)
+            shown = "; ".join(f"{k}: {'、'.join(v)}" for k, v in filters.items()) or "the whole channel"
+            click.echo(f"{followed}: {shown}")
+
+
+@main.command()
 @data_option
 def scrub(data: Path | None) -> None:
     """Re-hash every file in the store; move damaged ones to quarantine/ so the next sync fetches them again."""

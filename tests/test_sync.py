@@ -21,7 +21,7 @@ from classbox.config import Config
 from classbox.errors import ChannelRejected
 from classbox.sync.download import Limits
 from classbox.sync.engine import Progress
-from classbox.sync.sources import Backoff, HttpSource, Transfer
+from classbox.sync.sources import Backoff, HttpSource, Transfer, open_source
 
 from .conftest import Publisher, write_source
 from .netfaults import Fault, FaultProxy, nginx
@@ -418,3 +418,51 @@ def test_small_disk_says_what_will_not_fit(tmp_path: Path, mirror: tuple[Path, P
             assert box.trusted_key("test") is not None
     finally:
         subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_planner_fetches_scheduled_first_and_only_subscribed(tmp_path: Path, publisher: Publisher) -> None:
+    import datetime
+
+    src = write_source(tmp_path / "src", lessons=4)
+    tomorrow = (datetime.date.today() + datetime.timedelta(days=1)).isoformat()
+    yesterday = (datetime.date.today() - datetime.timedelta(days=1)).isoformat()
+    info = json.loads((src / "channel.json").read_text(encoding="utf-8"))
+    info["schedule"] = [{"lesson": "test-lesson-1", "date": yesterday, "period": 1},
+                        {"lesson": "test-lesson-3", "date": tomorrow, "period": 2}]
+    (src / "channel.json").write_text(json.dumps(info, ensure_ascii=False), encoding="utf-8")
+    channel.build(src, keys.load_private(publisher.private), tmp_path / "m")
+    with new_box(tmp_path / "box") as box:
+        box.subscribe("test", {"grade": ["一年级"]}, keys.load_public(publisher.public))
+        order: list[str] = []
+
+        def track(p: Progress) -> None:
+            if p.lesson and (not order or order[-1] != p.lesson):
+                order.append(p.lesson)
+
+        result = box.bring_in(open_source(tmp_path / "m"), "test", on_progress=track)
+        # lesson 3 (二年级) is scheduled tomorrow: first; then the 一年级 lessons 0 and 2; lesson 1 was yesterday
+        assert order == ["认识钟表", "天地人", "金木水火土"], order
+        assert result.activated
+        assert sorted(e.lesson.id for e in box.catalog.browse({}).entries) == \
+            ["test-lesson-0", "test-lesson-2", "test-lesson-3"]
+
+
+def test_subscribe_names_bad_filter(tmp_path: Path, publisher: Publisher) -> None:
+    from classbox.errors import ConfigError
+
+    with new_box(tmp_path / "box") as box:
+        with pytest.raises(ConfigError, match="unknown filter colour"):
+            box.subscribe("test", {"colour": ["red"]}, keys.load_public(publisher.public))
+        with pytest.raises(ConfigError, match="give its publisher key with --trust"):
+            box.subscribe("test", {"grade": ["一年级"]})
+
+
+def test_schedule_naming_unknown_lesson_is_a_build_error(tmp_path: Path, publisher: Publisher) -> None:
+    from classbox.errors import BuildError
+
+    src = write_source(tmp_path / "src", lessons=1)
+    info = json.loads((src / "channel.json").read_text(encoding="utf-8"))
+    info["schedule"] = [{"lesson": "nope", "date": "2026-12-01"}]
+    (src / "channel.json").write_text(json.dumps(info, ensure_ascii=False), encoding="utf-8")
+    with pytest.raises(BuildError, match="'nope' is not a lesson of this channel"):
+        channel.build(src, keys.load_private(publisher.private), tmp_path / "m")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from .. import channel
-from ..channel import Blob, Manifest
+from ..channel import Blob, Lesson, Manifest
 from ..errors import ChannelRejected
 from ..store import Staged, Store
 from .download import DiskFull, SyncError
@@ -78,6 +78,32 @@ def check_version(store: Store, manifest: Manifest, data: bytes) -> tuple[int | 
     return old.version, data == old_data
 
 
+FILTER_LEVELS = ("section", "stage", "grade", "subject", "edition")
+
+
+def lesson_matches(lesson: Lesson, filters: dict[str, list[str]]) -> bool:
+    """Tell whether a lesson is in a subscription: every filtered level has one of its values."""
+    for level, values in filters.items():
+        value = lesson.section if level == "section" else lesson.level(level)
+        if values and value not in values:
+            return False
+    return True
+
+
+def plan(manifest: Manifest, filters: dict[str, list[str]], today: str) -> list[Lesson]:
+    """Return the lessons the box wants, soonest scheduled first, then subscribed ones in channel order."""
+    by_id = {lesson.id: lesson for lesson in manifest.lessons}
+    upcoming = sorted((e for e in manifest.schedule if e["date"] >= today),
+                      key=lambda e: (e["date"], e.get("period", 0)))
+    ordered: list[Lesson] = []
+    for entry in upcoming:
+        lesson = by_id[entry["lesson"]]
+        if lesson not in ordered:
+            ordered.append(lesson)
+    ordered += [lesson for lesson in manifest.lessons if lesson not in ordered and lesson_matches(lesson, filters)]
+    return ordered
+
+
 def bring_in(
     source: Source,
     store: Store,
@@ -90,6 +116,7 @@ def bring_in(
     on_progress: Callable[[Progress], None] | None = None,
     on_verified: Callable[[Manifest], None] | None = None,
     free_margin: int | None = None,
+    filters: dict[str, list[str]] | None = None,
     now: float | None = None,
 ) -> ChannelResult:
     """Verify a channel at a source and make the box hold all of it; see the module docstring."""
@@ -97,7 +124,8 @@ def bring_in(
     progress = progress or Progress()
     report = on_progress or (lambda p: None)
     data, sig = source.fetch_signed(channel_id, max_bytes)
-    manifest = channel.check_signed(data, sig, trusted, time.time() if now is None else now)
+    now = time.time() if now is None else now
+    manifest = channel.check_signed(data, sig, trusted, now)
     if manifest.id != channel_id:
         raise ChannelRejected("invalid", f"manifest says channel {manifest.id!r} but was fetched as {channel_id!r}")
     previous, same = check_version(store, manifest, data)
@@ -105,7 +133,8 @@ def bring_in(
         on_verified(manifest)
     wanted: list[tuple[Blob, str]] = []
     seen: set[str] = set()
-    for lesson in manifest.lessons:
+    lessons = plan(manifest, filters or {}, time.strftime("%Y-%m-%d", time.localtime(now)))
+    for lesson in lessons:
         for blob in lesson.blobs():
             if blob.sha256 not in seen and not store.has(blob.sha256, blob.size):
                 wanted.append((blob, lesson.title))
@@ -170,7 +199,7 @@ def bring_in(
     if will_not_fit:
         errors.append(f"will not fit ({store.free_bytes() / 1e6:.0f} MB free, "
                       f"{(free_margin or 0) / 1e6:.0f} MB kept free): {'、'.join(will_not_fit)}")
-    missing = tuple(lesson.title for lesson in manifest.lessons
+    missing = tuple(lesson.title for lesson in lessons
                     if not all(store.has(b.sha256, b.size) for b in lesson.blobs()))
     activated = False
     if not same and not missing:
