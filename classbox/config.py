@@ -46,6 +46,9 @@ class Config:
     sync_interval: int = field(default=3600, metadata={"env": "CLASSBOX_SYNC_INTERVAL"})
     sync_windows: str = field(default="", metadata={"env": "CLASSBOX_SYNC_WINDOWS"})
     sync_max_rate: str = field(default="", metadata={"env": "CLASSBOX_SYNC_MAX_RATE"})
+    usb_roots: str = field(default="/media", metadata={"env": "CLASSBOX_USB_ROOTS"})
+    scrub_interval: int = field(default=7 * 86400, metadata={"env": "CLASSBOX_SCRUB_INTERVAL"})
+    scrub_rate: str = field(default="4M", metadata={"env": "CLASSBOX_SCRUB_RATE"})
     free_margin: int = field(default=200 * 1024 * 1024, metadata={"env": "CLASSBOX_FREE_MARGIN"})
 
     @classmethod
@@ -80,7 +83,10 @@ class Config:
             raise ConfigError(f"CLASSBOX_FREE_MARGIN must be 0 or more bytes, got {self.free_margin}")
         if self.sync_interval < 10:
             raise ConfigError(f"CLASSBOX_SYNC_INTERVAL must be at least 10 seconds, got {self.sync_interval}")
+        if self.scrub_interval < 1:
+            raise ConfigError(f"CLASSBOX_SCRUB_INTERVAL must be at least 1 second, got {self.scrub_interval}")
         for name, parse, value in (("CLASSBOX_SYNC_MAX_RATE", parse_rate, self.sync_max_rate),
+                                   ("CLASSBOX_SCRUB_RATE", parse_rate, self.scrub_rate),
                                    ("CLASSBOX_SYNC_WINDOWS", parse_windows, self.sync_windows)):
             try:
                 parse(value)

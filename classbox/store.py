@@ -127,11 +127,14 @@ class Store:
             out.extend(name for name in files if is_sha256(name) and name[:2] == os.path.basename(dirpath))
         return sorted(out)
 
-    def scrub(self, sizes: dict[str, int], on_progress: Callable[[int, int], None] | None = None) -> list[str]:
+    def scrub(self, sizes: dict[str, int], on_progress: Callable[[int, int], None] | None = None,
+              pace: Callable[[int], None] | None = None) -> list[str]:
         """Re-hash every blob; move those whose bytes or length do not match to quarantine/; return them."""
         names = self.blobs()
         bad = []
         for i, sha256 in enumerate(names):
+            if pace:
+                pace(os.stat(self.path(sha256)).st_size)
             path = self.path(sha256)
             try:
                 actual, size = hash_file(path)

@@ -67,3 +67,49 @@ def export(store: Store, dest: Path, channel_ids: list[str] | None = None,
         raise ClassboxError(f"writing to {root} failed: {exc.strerror or exc}; was the drive removed? "
                             "Run the export again to go on where it stopped") from None
     return ExportResult(tuple(chosen), written, present, nbytes)
+
+
+@dataclass(frozen=True)
+class Drive:
+    """A drive holding channels, as noticed under the USB mount roots."""
+
+    path: Path
+    channels: tuple[str, ...]
+    new_lessons: int
+
+    def message(self) -> str:
+        """Say what the drive holds, for the status."""
+        return f"USB found: {len(self.channels)} channels, {self.new_lessons} lessons new ({self.path})"
+
+
+def find_drives(roots: list[Path], known_lessons: set[str], max_bytes: int) -> list[Drive]:
+    """Look under the mount roots (two levels: /media/<label>, /media/<user>/<label>) for drives with channels."""
+    found = []
+    for root in roots:
+        if not root.is_dir():
+            continue
+        candidates = [p for p in root.iterdir() if p.is_dir()]
+        candidates += [q for p in candidates if not (p / USB_FOLDER).is_dir() for q in _subdirs(p)]
+        for mount in candidates:
+            layout = mount / USB_FOLDER
+            ids = channel.channel_ids(layout)
+            if not ids:
+                continue
+            new = set()
+            for channel_id in ids:
+                try:
+                    data, _sig = channel.read_signed(layout, channel_id, max_bytes)
+                    manifest = channel.parse_manifest(data)
+                except ClassboxError as exc:  # counted as found, not trusted: import checks everything
+                    log.info("drive %s: channel %s unreadable: %s", mount, channel_id, exc)
+                    continue
+                new |= {lesson.id for lesson in manifest.lessons} - known_lessons
+            found.append(Drive(mount, tuple(ids), len(new)))
+    return found
+
+
+def _subdirs(path: Path) -> list[Path]:
+    try:
+        return [p for p in path.iterdir() if p.is_dir()]
+    except OSError:
+        return []

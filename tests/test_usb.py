@@ -121,3 +121,37 @@ def test_scrub_quarantines_damage_and_sync_restores(tmp_path: Path, full_box: Pa
         assert result.blobs_fetched == 1 and len(box.catalog) == 3
     code, out, _err = run("scrub", "--data", str(full_box))
     assert code == 0 and "intact" in out
+
+
+def test_status_notices_a_drive_and_background_scrub_finds_damage(tmp_path: Path, full_box: Path) -> None:
+    import time
+
+    from classbox.web import build_app
+
+    media = tmp_path / "media"
+    with Box(Config.from_env({}, data_dir=full_box, demo=False)) as a:
+        export(a.store, media / "usb0")
+        video = a.catalog.lesson("test-lesson-0").lesson.assets[0].blob  # type: ignore[union-attr]
+    config = Config.from_env({}, data_dir=tmp_path / "b", demo=False, usb_roots=str(media), scrub_interval=1,
+                             scrub_rate="100M")
+    app = build_app(config)
+    box: Box = app.extensions["classbox"]
+    worker = app.extensions["classbox_sync"]
+    client = app.test_client()
+    try:
+        usb = client.get("/api/v1/sync").get_json()["usb"]
+        assert [d["message"] for d in usb] == [f"USB found: 1 channels, 3 lessons new ({media / 'usb0'})"]
+        box.bring_in(open_source(media / "usb0"), "test", keys.load_public(tmp_path / "keys" / "publisher.pub"))
+        assert client.get("/api/v1/sync").get_json()["usb"][0]["new_lessons"] == 0
+        path = box.store.path(video.sha256)
+        path.write_bytes(b"rot" + path.read_bytes()[3:])
+        worker.start()
+        deadline = time.monotonic() + 15
+        while box.catalog.lesson("test-lesson-0") is not None:
+            assert time.monotonic() < deadline, "the background scrub should have found the damage"
+            time.sleep(0.1)
+        assert client.get("/api/v1/sync").get_json()["scrub"]["damaged"] == [video.sha256]
+        assert len(box.catalog) == 2
+    finally:
+        worker.stop()
+        box.close()

@@ -8,13 +8,15 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ..box import Box
-from ..config import in_window
+from ..config import in_window, parse_rate
 from ..errors import ChannelRejected
+from ..usb import Drive, find_drives
 from .download import SyncError, Throttle
 from .engine import ChannelResult, Progress
 from .sources import Backoff, Transfer, open_source
@@ -117,19 +119,26 @@ class SyncWorker:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._failures = 0
+        self.scrubber = Scrubber(box, on_damage=self._refetch)
 
     def start(self) -> None:
         """Start the background thread; the first run is due at once."""
         self.next_run = self.clock()
         self._thread = threading.Thread(target=self._loop, name="classbox-sync", daemon=True)
         self._thread.start()
+        self.scrubber.start()
 
     def stop(self) -> None:
         """Stop after the current transfer step."""
         self._stop.set()
         self._wake.set()
+        self.scrubber.stop()
         if self._thread is not None:
             self._thread.join(30)
+
+    def _refetch(self, damaged: list[str]) -> None:
+        if self.config.sources:
+            self.request_now()
 
     @property
     def running(self) -> bool:
@@ -165,8 +174,17 @@ class SyncWorker:
             "last_error": (last_bad["errors"][0] if last_bad and last_bad["errors"] else None),
             "last_error_at": last_bad["finished_at"] if last_bad else None,
             "last_success": last_ok["finished_at"] if last_ok else None,
+            "usb": [{"path": str(d.path), "channels": list(d.channels), "new_lessons": d.new_lessons,
+                     "message": d.message()} for d in self.drives()],
+            "scrub": {"last_pass": self.scrubber.last_pass, "damaged": self.scrubber.damaged},
             "runs": runs,
         }
+
+    def drives(self) -> list[Drive]:
+        """Return the drives with channels mounted under the USB roots."""
+        roots = [Path(r) for r in self.config.usb_roots.split(",") if r.strip()]
+        known = {e.lesson.id for e in self.box.catalog.browse({}).entries}
+        return find_drives(roots, known, self.config.max_manifest_bytes)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -217,3 +235,50 @@ class SyncWorker:
             self.next_run = self.clock() + self.backoff.delay(self._failures)
         log.info("sync %s: %d files, %.1f MB, %d errors", "done" if record.ok else "incomplete", record.files,
                  record.bytes / 1e6, len(record.errors))
+
+
+class Scrubber:
+    """A slow background scrub: re-hash the store at a gentle rate, one pass every scrub interval."""
+
+    def __init__(self, box: Box, on_damage: Callable[[list[str]], None] | None = None) -> None:
+        self.box = box
+        self.on_damage = on_damage
+        self.last_pass: float | None = None
+        self.damaged: list[str] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._throttle = Throttle(parse_rate(box.config.scrub_rate), sleep=self._sleep)
+
+    def _sleep(self, seconds: float) -> None:
+        if self._stop.wait(seconds):
+            raise _Stopped
+
+    def start(self) -> None:
+        """Start the background thread; the first pass begins after one interval."""
+        self._thread = threading.Thread(target=self._loop, name="classbox-scrub", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop, even in the middle of a pass."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(30)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.box.config.scrub_interval):
+            try:
+                bad = self.box.scrub(pace=self._throttle.take)
+            except _Stopped:
+                return
+            except Exception:  # the top of a background loop: log it, try again next interval
+                log.exception("background scrub failed")
+                continue
+            self.last_pass = time.time()
+            if bad:
+                self.damaged = sorted(set(self.damaged) | set(bad))
+                if self.on_damage:
+                    self.on_damage(bad)
+
+
+class _Stopped(Exception):
+    pass
