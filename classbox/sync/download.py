@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from typing import Any
 
 from .. import storage
 from ..errors import ClassboxError
@@ -229,6 +230,9 @@ class BlobDownload:
         self.throttle = throttle or Throttle(None)
         self.on_bytes = on_bytes or (lambda n: None)
         self.wire_bytes = 0
+        # (offset, sha256 state) of the bytes this object itself wrote: a resume in this process
+        # goes on from it instead of re-reading the whole part file after every cut.
+        self._resume: tuple[int, Any] | None = None
 
     def _load_side(self) -> _Side:
         try:
@@ -258,9 +262,13 @@ class BlobDownload:
             if side.offset > on_disk or (side.offset and not side.validator):
                 side.offset = 0
             f.truncate(side.offset)
-            digest = hashlib.sha256()
-            f.seek(0)
-            remaining = side.offset
+            if self._resume is not None and self._resume[0] == side.offset:
+                digest, remaining = self._resume[1].copy(), 0
+            else:
+                digest = hashlib.sha256()
+                f.seek(0)
+                remaining = side.offset
+            self._resume = None
             while remaining:
                 chunk = f.read(min(1 << 20, remaining))
                 if not chunk:
@@ -294,7 +302,10 @@ class BlobDownload:
                 side.validator = etag if etag and not etag.startswith("W/") else None
                 self._save_side(side)
                 f.seek(side.offset)
-                self._receive(f, response, digest, side)
+                try:
+                    self._receive(f, response, digest, side)
+                finally:
+                    self._resume = (side.offset, digest.copy())
             finally:
                 response.close()  # a Connection: close response owns the socket, not conn
                 conn.close()
