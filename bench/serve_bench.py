@@ -555,9 +555,9 @@ def build_rows(res: dict[str, Any]) -> list[dict[str, str]]:
     return rows
 
 
-def markdown(rows: list[dict[str, str]]) -> str:
-    """Render rows as a Markdown table."""
-    cols = ["measure", "classbox", "nginx", "ratio", "target", "result"]
+def markdown(rows: list[dict[str, str]], reference: str = "nginx") -> str:
+    """Render rows as a Markdown table; `reference` names the column (and row key) of the reference."""
+    cols = ["measure", "classbox", reference, "ratio", "target", "result"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join(["---"] + ["---:"] * 3 + ["---", "---"]) + "|"]
     lines += ["| " + " | ".join(r[c] for c in cols) + " |" for r in rows]
     return "\n".join(lines)

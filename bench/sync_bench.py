@@ -615,17 +615,6 @@ def build_rows(res: dict[str, Any], rate_mb: float) -> list[dict[str, str]]:
     return rows
 
 
-def markdown(rows: list[dict[str, str]]) -> str:
-    """Render rows as a Markdown table."""
-    cols = ["measure", "classbox", "reference", "ratio", "target", "result"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join(["---"] + ["---:"] * 3 + ["---", "---"]) + "|"]
-    lines += ["| " + " | ".join(r[c] for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------- main
-
-
 def find_tools() -> tuple[dict[str, str], list[str]]:
     """Locate nginx, curl, cp and sha256sum; return (found paths, missing names)."""
     found: dict[str, str] = {}
@@ -738,7 +727,7 @@ def main(argv: list[str] | None = None) -> int:
           "classbox's fixed cost is a run with nothing to do. USB: both read their source from the page cache "
           "(nothing is dropped from it: that needs root); classbox fsyncs what it imports, cp does not.")
     print()
-    print(markdown(rows))
+    print(serve_bench.markdown(rows, reference="reference"))
     print()
     print(f"Command: `{command}`")
     if args.json:
