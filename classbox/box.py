@@ -163,6 +163,15 @@ class Box:
             db.table("trust").update({"filters": {k: v for k, v in filters.items() if v}},
                                      where("channel") == channel_id)
 
+    def channel_file(self, channel_id: str, name: str) -> bytes | None:
+        """Return the bytes of an active channel's manifest or signature, as peers fetch them."""
+        if not channel.ID_RE.fullmatch(channel_id) or name not in (channel.MANIFEST, channel.SIGNATURE):
+            return None
+        try:
+            return (channel.channel_dir(self.data.root, channel_id) / name).read_bytes()
+        except FileNotFoundError:
+            return None
+
     def subscribed(self) -> list[str]:
         """Return the channels this box follows: those with a pinned key."""
         with self.state.transaction() as db:

@@ -315,31 +315,6 @@ def encode_manifest(doc: dict[str, Any]) -> bytes:
     return json.dumps(doc, ensure_ascii=False, indent=1).encode() + b"\n"
 
 
-def _blob_doc(blob: Blob) -> dict[str, Any]:
-    return {"sha256": blob.sha256, "size": blob.size, "media_type": blob.media_type}
-
-
-def lesson_doc(lesson: Lesson) -> dict[str, Any]:
-    """Return the manifest form of a lesson."""
-    doc: dict[str, Any] = {
-        "id": lesson.id,
-        "title": lesson.title,
-        "section": lesson.section,
-        "path": dict(lesson.path),
-        "assets": [],
-    }
-    for a in lesson.assets:
-        asset: dict[str, Any] = {"role": a.role, "name": a.name, **_blob_doc(a.blob)}
-        if a.pages:
-            asset["pages"] = [_blob_doc(p) for p in a.pages]
-        if a.pause_points:
-            asset["pause_points"] = [{"at": p.at, "prompt": p.prompt} for p in a.pause_points]
-        doc["assets"].append(asset)
-    if lesson.provenance:
-        doc["provenance"] = dict(lesson.provenance)
-    return doc
-
-
 # ---------------------------------------------------------------- reading a channel folder
 
 

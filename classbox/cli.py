@@ -388,8 +388,8 @@ class ProgressLine:
         if not p.total:
             return
         filled = int(self.width * p.done / p.total)
-        rate = p.rate() if rate is None else rate
-        eta = p.eta() if eta is None and rate == p.rate() else eta
+        if rate is None:  # figures of a run in this process; a server reports its own
+            rate, eta = p.rate(), p.eta()
         eta_text = "--:--" if eta is None else f"{int(eta) // 60:02d}:{int(eta) % 60:02d}"
         line = (f"\r[{'#' * filled}{'.' * (self.width - filled)}] {p.done / 1e6:.1f}/{p.total / 1e6:.1f} MB "
                 f"{rate / 1e6:.2f} MB/s ETA {eta_text} {p.lesson[:20]}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -59,17 +59,13 @@ class Config:
         for f in fields(cls):
             name = f.metadata["env"]
             if name in environ and environ[name] != "":
-                values[f.name] = _parse(f.name, name, environ[name], f.type)
+                values[f.name] = _parse(name, environ[name], f.type)
         values.update({k: v for k, v in overrides.items() if v is not None})
         if "data_dir" in values:
             values["data_dir"] = Path(values["data_dir"]).expanduser().resolve()
         config = cls(**values)
         config.check()
         return config
-
-    def with_(self, **changes: Any) -> Config:
-        """Return a copy with some fields changed."""
-        return replace(self, **changes)
 
     def check(self) -> None:
         """Raise ConfigError on values out of range."""
@@ -109,7 +105,7 @@ class Config:
         return [s.strip() for s in self.sync_sources.split(",") if s.strip()]
 
 
-def _parse(field_name: str, env_name: str, raw: str, kind: Any) -> Any:
+def _parse(env_name: str, raw: str, kind: Any) -> Any:
     try:
         if kind in ("int", int):
             return int(raw)

@@ -89,15 +89,6 @@ def move_into_place(synced_tmp: Path, target: Path) -> None:
     fsync_dir(target.parent)
 
 
-def fsync_file(path: Path) -> None:
-    """Flush a file's data to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def remove_file(path: Path) -> None:
     """Delete a file if present and make the deletion durable."""
     try:

@@ -148,14 +148,6 @@ class Store:
                 on_progress(i + 1, len(names))
         return bad
 
-    def usage(self) -> int:
-        """Return the bytes the store holds."""
-        total = 0
-        for dirpath, _dirs, files in os.walk(self.data.blobs):
-            for name in files:
-                total += os.stat(os.path.join(dirpath, name)).st_size
-        return total
-
     def free_bytes(self) -> int:
         """Return the free space of the filesystem holding the store."""
         return shutil.disk_usage(self.data.root).free

@@ -158,12 +158,13 @@ class SyncWorker:
         last_ok = next((r for r in runs if r["ok"]), None)
         last_bad = next((r for r in runs if not r["ok"]), None)
         p = self.progress
+        eta = p.eta() if p else None
         return {
             "state": self.state if self.running else "stopped",
             "bytes_done": p.done if p else 0,
             "bytes_total": p.total if p else 0,
             "rate": round(p.rate()) if p else 0,
-            "eta_s": round(p.eta() or 0) if p and p.eta() is not None else None,
+            "eta_s": None if eta is None else round(eta),
             "channel": p.channel if p else None,
             "lesson": p.lesson if p else None,
             "next_run": self.next_run,

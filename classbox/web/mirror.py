@@ -16,10 +16,8 @@ def channel_file(channel_id: str, name: str) -> Response:
     """Serve an active channel's manifest or its signature, byte for byte."""
     if not ID_RE.fullmatch(channel_id) or name not in (MANIFEST, SIGNATURE):
         abort(404, description="no such channel file")
-    path = current_box().data.channels / channel_id / name
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
+    data = current_box().channel_file(channel_id, name)
+    if data is None:
         abort(404, description=f"this box does not hold channel {channel_id!r}")
     mimetype = "application/json" if name == MANIFEST else "text/plain"
     return Response(data, mimetype=mimetype, headers={"Cache-Control": "no-cache"})

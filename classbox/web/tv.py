@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import urllib.parse
 
 from flask import Blueprint, redirect, render_template, request, url_for
 
@@ -13,19 +14,16 @@ bp = Blueprint("tv", __name__)
 
 def box_address() -> str:
     """Return the address people should type to reach this box, as seen from the LAN."""
-    host, _, port = request.host.rpartition(":") if not request.host.endswith("]") else (request.host, "", "")
-    if not port.isdigit():
-        host, port = request.host, ""
+    reached = urllib.parse.urlsplit(f"//{request.host}")
     try:
-        reached = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        reached = None
-    if reached is not None and not reached.is_loopback:
-        address = request.host  # the TV reached us by IP: that address works from the classroom
-    else:
-        lan = [a for a in netinfo.lan_addresses() if not a.startswith("127.")]
-        address = (lan[0] if lan else host) + (f":{port}" if port else "")
-    return f"http://{address}"
+        by_ip = not ipaddress.ip_address(reached.hostname or "").is_loopback
+    except ValueError:  # a name such as localhost or classbox.local
+        by_ip = False
+    if by_ip:
+        return f"http://{request.host}"  # the TV reached us by IP: that address works from the classroom
+    lan = [a for a in netinfo.lan_addresses() if not a.startswith("127.")]
+    port = f":{reached.port}" if reached.port else ""
+    return f"http://{lan[0] if lan else reached.hostname}{port}"
 
 
 @bp.get("/")
