@@ -53,3 +53,15 @@ class NotFound(ClassboxError):
     """The thing asked for does not exist."""
 
     code = "not_found"
+
+
+class InvalidInput(ClassboxError):
+    """A request or command carries a value that is not allowed; the message names the field."""
+
+    code = "invalid_input"
+
+
+class Conflict(ClassboxError):
+    """The request is valid but the box's current state does not allow it now."""
+
+    code = "conflict"

@@ -9,7 +9,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..box import Box
 from ..config import PACKAGE_DIR, Config
-from ..errors import ClassboxError, NotFound
+from ..errors import ClassboxError, Conflict, NotFound
 from ..sync.worker import SyncWorker
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def _security_headers(response):  # type: ignore[no-untyped-def]
 
 
 def _classbox_error(exc: ClassboxError):  # type: ignore[no-untyped-def]
-    status = 404 if isinstance(exc, NotFound) else 400
+    status = 404 if isinstance(exc, NotFound) else 409 if isinstance(exc, Conflict) else 400
     if _wants_json():
         return jsonify(error=str(exc), code=exc.code), status
     return render_template("error.html", status=status, message=str(exc)), status
