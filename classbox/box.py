@@ -16,7 +16,8 @@ from .catalog import Catalog
 from .channel import Blob, Manifest
 from .config import PACKAGE_DIR, Config
 from .datadir import DataDir, DataDirLock
-from .errors import ChannelRejected, ConfigError
+from .errors import ChannelRejected, ConfigError, NotFound
+from .space import Holdings, Space
 from .storage import State
 from .store import Store
 from .sync import engine
@@ -27,6 +28,11 @@ log = logging.getLogger(__name__)
 
 DEMO_ROOT = PACKAGE_DIR / "demo"
 DEMO_KEY = DEMO_ROOT / "demo.pub"
+PLAYED_EVERY = 600.0
+
+
+def _today() -> str:
+    return time.strftime("%Y-%m-%d")
 
 
 class Box:
@@ -48,6 +54,8 @@ class Box:
         self.catalog.reload()
         self.started_at = time.time()
         self._install_lock = threading.Lock()
+        self._played_noted: dict[str, float] = {}
+        self._scrub_lock = threading.Lock()
 
     def close(self) -> None:
         """Close the state and give up the data directory."""
@@ -113,23 +121,105 @@ class Box:
                 if pinned is None:
                     self.pin_key(channel_id, key)
 
+            installed = channel.installed_manifest(self.data.root, channel_id)
+            space = Space(self.store, self.config.quota_bytes, self.config.free_margin, self.holdings(),
+                          on_evict=lambda shas: self.catalog.reload())
             result = engine.bring_in(source, self.store, channel_id, key, self.config.max_manifest_bytes,
                                      transfer=transfer, all_or_nothing=all_or_nothing, progress=progress,
                                      on_progress=on_progress, on_verified=None if all_or_nothing else pin,
-                                     free_margin=self.config.free_margin, filters=self.filters(channel_id))
+                                     space=space, filters=self.filters(channel_id), on_ready=self.catalog.reload)
             if pinned is None and all_or_nothing:
                 self.pin_key(channel_id, key)
-            if result.blobs_fetched or result.activated:
+            if result.activated and installed is not None:
+                self._retain_dropped(installed[0], result.manifest)
+            if result.blobs_fetched or result.activated or space.evicted:
                 self.catalog.reload()
             return result
+
+    def _retain_dropped(self, old: Manifest, new: Manifest) -> None:
+        """Remember the files of lessons a new version dropped while they are still scheduled."""
+        today = _today()
+        gone = old.lesson_ids() - new.lesson_ids()
+        until: dict[str, str] = {}
+        for entry in engine.upcoming(old, today):
+            if entry["lesson"] in gone:
+                until[entry["lesson"]] = max(until.get(entry["lesson"], ""), entry["date"])
+        if not until:
+            return
+        with self.state.transaction() as db:
+            table = db.table("retained")
+            for lesson in old.lessons:
+                if lesson.id in until:
+                    table.upsert({"channel": old.id, "lesson": lesson.id, "until": until[lesson.id],
+                                  "blobs": sorted(b.sha256 for b in lesson.blobs())},
+                                 (where("channel") == old.id) & (where("lesson") == lesson.id))
+                    log.info("%s v%d dropped %s, scheduled until %s: its files are kept until then",
+                             old.id, new.version, lesson.id, until[lesson.id])
+
+    def holdings(self) -> Holdings:
+        """Return what the box must keep, what its subscriptions want, and when each file was last played."""
+        today = _today()
+        pins = set(self.pinned())
+        protected: set[str] = set()
+        wanted: set[str] = set()
+        with self.state.transaction() as db:
+            for doc in db.table("retained").all():
+                if doc["until"] >= today:
+                    protected.update(doc["blobs"])
+            played = {doc["blob"]: doc["at"] for doc in db.table("played").all()}
+        last_played: dict[str, float] = {}
+        lesson_of: dict[str, str] = {}
+        for manifest in self.catalog.manifests():
+            scheduled = {e["lesson"] for e in engine.upcoming(manifest, today)}
+            for lesson in manifest.lessons:
+                shas = [b.sha256 for b in lesson.blobs()]
+                if lesson.id in scheduled or lesson.id in pins:
+                    protected.update(shas)
+                # A TV fetches the video, and a page only when shown: a lesson counts as played
+                # when any of its files was, and each file as recently as its latest lesson.
+                at = max((played.get(sha, 0.0) for sha in shas), default=0.0)
+                for sha in shas:
+                    if at >= last_played.get(sha, 0.0):
+                        last_played[sha] = at
+                        lesson_of[sha] = f"{manifest.id}/{lesson.id}"
+            for lesson in engine.plan(manifest, self.filters(manifest.id), today):
+                wanted.update(b.sha256 for b in lesson.blobs())
+        return Holdings(frozenset(protected), frozenset(wanted), last_played, lesson_of)
+
+    def note_played(self, sha256: str, now: float | None = None) -> None:
+        """Record that a file was played, at most once per PLAYED_EVERY seconds per file (it orders eviction)."""
+        now = time.time() if now is None else now
+        if now - self._played_noted.get(sha256, 0.0) < PLAYED_EVERY:
+            return
+        self._played_noted[sha256] = now
+        with self.state.transaction() as db:
+            db.table("played").upsert({"blob": sha256, "at": now}, where("blob") == sha256)
+
+    def pin(self, lesson_id: str, pinned: bool = True) -> None:
+        """Pin a lesson, so a sync never evicts its files to make room, or unpin it."""
+        if pinned and not any(lesson_id in m.lesson_ids() for m in self.catalog.manifests()):
+            raise NotFound(f"no channel on this box has a lesson {lesson_id!r}")
+        with self.state.transaction() as db:
+            table = db.table("pins")
+            if pinned:
+                table.upsert({"lesson": lesson_id}, where("lesson") == lesson_id)
+            else:
+                table.remove(where("lesson") == lesson_id)
+
+    def pinned(self) -> list[str]:
+        """Return the pinned lessons."""
+        with self.state.transaction() as db:
+            return sorted(doc["lesson"] for doc in db.table("pins").all())
 
     def scrub(self, on_progress: Callable[[int, int], None] | None = None,
               pace: Callable[[int], None] | None = None) -> list[str]:
         """Re-hash the store, quarantine damaged blobs and drop the lessons that need them until refetched."""
         sizes = {sha: b.size for info in self.catalog.channels()
                  for sha, b in (self._manifest_blobs(info.id)).items()}
-        # No lock: blobs never change in place, and a sync renaming one in races nothing here.
-        bad = self.store.scrub(sizes, on_progress, pace)
+        # Blobs never change in place, so a sync renaming one in races nothing here; only two
+        # scrubs at once (the background one and one asked for) would trip over each other.
+        with self._scrub_lock:
+            bad = self.store.scrub(sizes, on_progress, pace)
         if bad:
             log.warning("scrub: %d damaged files moved to quarantine: %s", len(bad), ", ".join(bad))
             self.catalog.reload()

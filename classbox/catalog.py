@@ -84,7 +84,7 @@ class Catalog:
             by_id: dict[str, Entry] = {}
             media_types: dict[str, str] = {}
             infos: list[ChannelInfo] = []
-            for manifest in self._manifests():
+            for manifest in self.manifests():
                 ready = 0
                 for lesson in manifest.lessons:
                     if not all(self.store.has(b.sha256, b.size) for b in lesson.blobs()):
@@ -104,7 +104,8 @@ class Catalog:
             self._index = _Index(tuple(entries), by_id, media_types, tuple(infos))
             log.info("catalogue: %d lessons in %d channels", len(entries), len(infos))
 
-    def _manifests(self) -> list[Manifest]:
+    def manifests(self) -> list[Manifest]:
+        """Return the active manifests on disk (a broken one is logged and skipped)."""
         root: Path = self.store.data.root
         out = []
         for channel_id in channel_ids(root):

@@ -130,6 +130,10 @@ class Manifest:
         """Return every blob of the channel by hash."""
         return {b.sha256: b for lesson in self.lessons for b in lesson.blobs()}
 
+    def lesson_ids(self) -> set[str]:
+        """Return the ids of the channel's lessons."""
+        return {lesson.id for lesson in self.lessons}
+
     def expired(self, now: float) -> bool:
         """Tell whether the manifest's expiry time has passed."""
         return parse_time(self.expires_at) < now

@@ -50,6 +50,7 @@ class Config:
     scrub_interval: int = field(default=7 * 86400, metadata={"env": "CLASSBOX_SCRUB_INTERVAL"})
     scrub_rate: str = field(default="4M", metadata={"env": "CLASSBOX_SCRUB_RATE"})
     free_margin: int = field(default=200 * 1024 * 1024, metadata={"env": "CLASSBOX_FREE_MARGIN"})
+    quota: str = field(default="", metadata={"env": "CLASSBOX_QUOTA"})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
@@ -83,6 +84,7 @@ class Config:
             raise ConfigError(f"CLASSBOX_SCRUB_INTERVAL must be at least 1 second, got {self.scrub_interval}")
         for name, parse, value in (("CLASSBOX_SYNC_MAX_RATE", parse_rate, self.sync_max_rate),
                                    ("CLASSBOX_SCRUB_RATE", parse_rate, self.scrub_rate),
+                                   ("CLASSBOX_QUOTA", parse_size, self.quota),
                                    ("CLASSBOX_SYNC_WINDOWS", parse_windows, self.sync_windows)):
             try:
                 parse(value)
@@ -93,6 +95,12 @@ class Config:
     def max_rate(self) -> float | None:
         """Return the sync bandwidth cap in bytes/s, None for none."""
         return parse_rate(self.sync_max_rate)
+
+    @property
+    def quota_bytes(self) -> int | None:
+        """Return the most bytes the blob store may hold, None for no quota."""
+        size = parse_size(self.quota)
+        return None if size is None else int(size)
 
     @property
     def windows(self) -> list[tuple[int, int]]:
@@ -126,13 +134,24 @@ def settings() -> list[tuple[str, str, Any]]:
     ]
 
 
+def _amount(text: str, per_second: bool) -> float | None:
+    unit = r"(?:i?B)?(?:/s)?" if per_second else r"(?:i?B)?"
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KkMmGgTt]?)" + unit + r"\s*", text or "0")
+    if not m:
+        example = "a rate such as 256K or 2M (bytes per second)" if per_second else "a size such as 500M or 20G"
+        raise ValueError(f"{text!r} is not {example}")
+    scale = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}[m.group(2).lower()]
+    return float(m.group(1)) * scale or None
+
+
 def parse_rate(text: str) -> float | None:
     """Parse a rate like 256K, 1.5M or 800000 (bytes per second); '' or 0 means no cap."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KkMmGg]?)(?:i?B)?(?:/s)?\s*", text or "0")
-    if not m:
-        raise ValueError(f"{text!r} is not a rate such as 256K or 2M (bytes per second)")
-    value = float(m.group(1)) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[m.group(2).lower()]
-    return value or None
+    return _amount(text, per_second=True)
+
+
+def parse_size(text: str) -> float | None:
+    """Parse a size like 500M, 20G or 1000000 (bytes); '' or 0 means no limit."""
+    return _amount(text, per_second=False)
 
 
 def parse_windows(text: str) -> list[tuple[int, int]]:

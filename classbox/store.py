@@ -7,13 +7,16 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from . import storage
 from .datadir import DataDir
+
+if TYPE_CHECKING:
+    from .channel import Blob
 
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
 CHUNK = 1024 * 1024
@@ -96,6 +99,10 @@ class Store:
             return False
         return size is None or st.st_size == size
 
+    def has_all(self, blobs: Iterable[Blob]) -> bool:
+        """Tell whether every one of these blobs is present at its stated size."""
+        return all(self.has(b.sha256, b.size) for b in blobs)
+
     def open(self, sha256: str) -> BinaryIO | None:
         """Open a blob for reading, or return None when it is not in the store."""
         if not is_sha256(sha256):
@@ -126,6 +133,17 @@ class Store:
         for dirpath, _dirs, files in os.walk(self.data.blobs):
             out.extend(name for name in files if is_sha256(name) and name[:2] == os.path.basename(dirpath))
         return sorted(out)
+
+    def usage(self) -> dict[str, tuple[int, float]]:
+        """Return every blob's (size, time it came into the store)."""
+        out: dict[str, tuple[int, float]] = {}
+        for sha256 in self.blobs():
+            try:
+                st = os.stat(self.path(sha256))
+            except FileNotFoundError:
+                continue  # evicted or quarantined meanwhile
+            out[sha256] = (st.st_size, st.st_mtime)
+        return out
 
     def scrub(self, sizes: dict[str, int], on_progress: Callable[[int, int], None] | None = None,
               pace: Callable[[int], None] | None = None) -> list[str]:

@@ -214,3 +214,17 @@ def test_abandoned_downloads_release_their_files(live_server: LiveServer, box: B
     while process.num_fds() > before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert process.num_fds() <= before
+
+
+def test_playing_a_lesson_marks_it_played_for_eviction(box: Box, client) -> None:  # type: ignore[no-untyped-def]
+    from classbox import keys
+    from classbox.box import DEMO_KEY, DEMO_ROOT
+
+    box.add_channel(DEMO_ROOT, keys.load_public(DEMO_KEY), "demo")
+    entry = box.catalog.browse({}).entries[0]
+    video = entry.lesson.blobs()[0].sha256
+    assert box.holdings().last_played.get(video, 0.0) == 0.0
+    before = time.time()
+    assert client.get(f"/media/{video}", headers={"Range": "bytes=0-99"}).status_code == 206
+    for blob in entry.lesson.blobs():  # the whole lesson counts as played
+        assert box.holdings().last_played[blob.sha256] >= before

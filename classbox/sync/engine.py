@@ -13,12 +13,14 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from .. import channel
 from ..channel import Blob, Lesson, Manifest
 from ..errors import ChannelRejected
+from ..space import Space
 from ..store import Staged, Store
 from .download import DiskFull, SyncError
 from .sources import Source, Transfer
@@ -62,6 +64,13 @@ class ChannelResult:
     errors: tuple[str, ...] = ()
     missing_lessons: tuple[str, ...] = ()
 
+    def as_dict(self) -> dict[str, Any]:
+        """Return the result as JSON-ready data, as the CLI prints it and the control API returns it."""
+        return {"channel": self.manifest.id, "version": self.manifest.version, "lessons": len(self.manifest.lessons),
+                "previous_version": self.previous_version, "activated": self.activated, "unchanged": self.unchanged,
+                "files": self.blobs_fetched, "bytes": self.bytes_fetched, "errors": list(self.errors),
+                "missing_lessons": list(self.missing_lessons)}
+
 
 def check_version(store: Store, manifest: Manifest, data: bytes) -> tuple[int | None, bool]:
     """Compare with the installed version; return (installed version, same bytes) or raise rollback."""
@@ -90,18 +99,30 @@ def lesson_matches(lesson: Lesson, filters: dict[str, list[str]]) -> bool:
     return True
 
 
+def upcoming(manifest: Manifest, today: str) -> list[dict]:
+    """Return the manifest's schedule entries from today on, soonest first."""
+    return sorted((e for e in manifest.schedule if e["date"] >= today), key=lambda e: (e["date"], e.get("period", 0)))
+
+
 def plan(manifest: Manifest, filters: dict[str, list[str]], today: str) -> list[Lesson]:
     """Return the lessons the box wants, soonest scheduled first, then subscribed ones in channel order."""
     by_id = {lesson.id: lesson for lesson in manifest.lessons}
-    upcoming = sorted((e for e in manifest.schedule if e["date"] >= today),
-                      key=lambda e: (e["date"], e.get("period", 0)))
     ordered: list[Lesson] = []
-    for entry in upcoming:
+    for entry in upcoming(manifest, today):
         lesson = by_id[entry["lesson"]]
         if lesson not in ordered:
             ordered.append(lesson)
     ordered += [lesson for lesson in manifest.lessons if lesson not in ordered and lesson_matches(lesson, filters)]
     return ordered
+
+
+def may_activate(store: Store, new: Manifest, old: Manifest | None) -> bool:
+    """Tell whether activating new loses no lesson that plays now (other than those the publisher dropped)."""
+    if old is None:
+        return True
+    ready = {lesson.id for lesson in new.lessons if store.has_all(lesson.blobs())}
+    return all(lesson.id in ready for lesson in old.lessons
+               if lesson.id in new.lesson_ids() and store.has_all(lesson.blobs()))
 
 
 def bring_in(
@@ -115,9 +136,10 @@ def bring_in(
     progress: Progress | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     on_verified: Callable[[Manifest], None] | None = None,
-    free_margin: int | None = None,
+    space: Space | None = None,
     filters: dict[str, list[str]] | None = None,
     now: float | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> ChannelResult:
     """Verify a channel at a source and make the box hold all of it; see the module docstring."""
     transfer = transfer or Transfer()
@@ -129,23 +151,43 @@ def bring_in(
     if manifest.id != channel_id:
         raise ChannelRejected("invalid", f"manifest says channel {manifest.id!r} but was fetched as {channel_id!r}")
     previous, same = check_version(store, manifest, data)
+    installed = channel.installed_manifest(store.data.root, manifest.id)
+    old = installed[0] if installed else None
     if on_verified:
         on_verified(manifest)
-    wanted: list[tuple[Blob, str]] = []
+    today = time.strftime("%Y-%m-%d", time.localtime(now))
+    scheduled = {e["lesson"] for e in upcoming(manifest, today)}
+    lessons = plan(manifest, filters or {}, today)
+    # Making room for a scheduled lesson may evict anything but another scheduled lesson's files;
+    # making room for a subscribed one may not evict any file of this plan.
+    scheduled_blobs = frozenset(b.sha256 for lesson in lessons if lesson.id in scheduled for b in lesson.blobs())
+    plan_blobs = frozenset(b.sha256 for lesson in lessons for b in lesson.blobs())
+    wanted: list[tuple[Blob, Lesson]] = []
     seen: set[str] = set()
-    lessons = plan(manifest, filters or {}, time.strftime("%Y-%m-%d", time.localtime(now)))
     for lesson in lessons:
-        for blob in lesson.blobs():
-            if blob.sha256 not in seen and not store.has(blob.sha256, blob.size):
-                wanted.append((blob, lesson.title))
-            seen.add(blob.sha256)
+        wanted += [(b, lesson) for b in lesson.blobs()
+                   if b.sha256 not in seen and not store.has(b.sha256, b.size)]
+        seen.update(b.sha256 for b in lesson.blobs())
     progress.channel = manifest.id
-    progress.total += sum(b.size for b, _ in wanted)
+    progress.total += sum(w[0].size for w in wanted)
     report(progress)
 
     def on_bytes(n: int) -> None:
         progress.done += n
         report(progress)
+
+    activated = False
+
+    def lesson_done() -> None:
+        # Lessons show up as they complete, not only at the end of a long run.
+        nonlocal activated
+        if all_or_nothing:
+            return
+        if not same and not activated and may_activate(store, manifest, old):
+            channel.activate(store.data.root, manifest.id, data, sig)
+            activated = True
+        if (same or activated) and on_ready:
+            on_ready()
 
     staged: list[Staged] = []
     errors: list[str] = []
@@ -154,15 +196,16 @@ def bring_in(
     failures_in_a_row = 0
     will_not_fit: list[str] = []
     try:
-        for blob, title in wanted:
-            progress.lesson = title
+        for i, (blob, lesson) in enumerate(wanted):
+            progress.lesson = lesson.title
             report(progress)
-            if free_margin is not None and store.free_bytes() - blob.size < free_margin:
-                if title not in will_not_fit:
-                    will_not_fit.append(title)
+            urgent = lesson.id in scheduled
+            if space is not None and not space.make_room(blob.size, urgent, scheduled_blobs if urgent else plan_blobs):
+                if lesson.title not in will_not_fit:
+                    will_not_fit.append(lesson.title)
                 if all_or_nothing:
-                    raise ChannelRejected("no_space", f"{title} needs {blob.size / 1e6:.1f} MB more than the disk "
-                                                      f"has free above its {free_margin / 1e6:.0f} MB margin")
+                    raise ChannelRejected("no_space", f"{lesson.title} needs {blob.size / 1e6:.1f} MB more than "
+                                                      f"the box has room for ({space.describe()})")
                 continue
             try:
                 one = source.fetch_blob(blob, store, transfer, on_bytes)
@@ -184,12 +227,16 @@ def bring_in(
                     break
                 continue
             failures_in_a_row = 0
+            if space is not None:
+                space.added(blob.size)
             if all_or_nothing:
                 staged.append(one)
             else:
                 store.commit(one)  # a verified blob is kept even if the run stops later
             fetched += blob.size
             fetched_files += 1
+            if (i + 1 == len(wanted) or wanted[i + 1][1] is not lesson) and store.has_all(lesson.blobs()):
+                lesson_done()
     except BaseException:
         for s in staged:
             store.discard(s)
@@ -197,13 +244,13 @@ def bring_in(
     for s in staged:
         store.commit(s)
     if will_not_fit:
-        errors.append(f"will not fit ({store.free_bytes() / 1e6:.0f} MB free, "
-                      f"{(free_margin or 0) / 1e6:.0f} MB kept free): {'、'.join(will_not_fit)}")
-    missing = tuple(lesson.title for lesson in lessons
-                    if not all(store.has(b.sha256, b.size) for b in lesson.blobs()))
-    activated = False
-    if not same and not missing:
+        room = f" ({space.describe()})" if space is not None else ""
+        errors.append(f"will not fit{room}: {'、'.join(will_not_fit)}")
+    missing = tuple(lesson.title for lesson in lessons if not store.has_all(lesson.blobs()))
+    if all_or_nothing and not same and not missing:
         channel.activate(store.data.root, manifest.id, data, sig)
         activated = True
+    else:
+        lesson_done()
     return ChannelResult(manifest, previous, fetched_files, fetched, activated,
                          unchanged=same and not wanted, errors=tuple(errors), missing_lessons=missing)

@@ -71,7 +71,12 @@ def _bounded(f: BinaryIO, length: int) -> Iterator[bytes]:
 @bp.route("/media/<name>", methods=["GET", "HEAD"])
 def blob(name: str) -> Response:
     """Serve a blob by its sha256 with its media type, ranges, ETag and long caching."""
-    return send_blob(name, current_box().catalog.media_type(name) or "application/octet-stream")
+    box = current_box()
+    media_type = box.catalog.media_type(name)
+    response = send_blob(name, media_type or "application/octet-stream")
+    if media_type is not None and response.status_code in (200, 206):
+        box.note_played(name)
+    return response
 
 
 def send_blob(name: str, mimetype: str) -> Response:
