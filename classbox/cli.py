@@ -76,7 +76,8 @@ def serve(host: str | None, port: int | None, threads: int | None, no_demo: bool
         server = waitress.create_server(app, host=config.host, port=config.port, threads=config.threads,
                                         ident="classbox")
         bound_port = int(getattr(server, "effective_port", config.port))
-        storage.atomic_write(box.data.serve_file, json.dumps({"pid": os.getpid(), "port": bound_port}).encode())
+        served = {"pid": os.getpid(), "port": bound_port, "token": app.config["CONTROL_TOKEN"]}
+        storage.atomic_write(box.data.serve_file, json.dumps(served).encode(), mode=0o600)
         worker = app.extensions["classbox_sync"]
         worker.start()
         url = f"http://{netinfo.url_host(config.host)}:{bound_port}"
@@ -159,10 +160,18 @@ def channel_add(root: Path, trust: Path | None, channel_id: str | None, data: Pa
     """Verify a channel folder and install it into the box."""
     from .box import Box
 
+    config = _config(data_dir=data)
     key = keys.load_public(trust) if trust else None
-    with Box(_config(data_dir=data)) as box, ProgressLine() as line:
+    try:
+        box = Box(config)
+    except DataDirLocked:
+        click.echo("the box is serving; it installs the channel", err=True)
+        _report(_ask_server(config, "channels", {"root": str(root.resolve()), "channel": channel_id,
+                                                 "trust": trust.read_text() if trust else None}))
+        return
+    with box, ProgressLine() as line:
         result = box.add_channel(root, key, channel_id, on_progress=line.show)
-    _report(result)
+    _report(result.as_dict())
 
 
 @main.command()
@@ -209,7 +218,7 @@ def _sync(config: Config, sources: list[str], channel_ids: list[str], trust: Pat
         with ProgressLine() as line:
             def result(channel_id: str, r: ChannelResult) -> None:
                 line.clear()
-                _report(r)
+                _report(r.as_dict())
 
             record = run_sync(box, chosen, wanted, "usb" if from_drive else "cli", trust=key,
                               transfer=Transfer(throttle=Throttle(None if from_drive else config.max_rate)),
@@ -233,12 +242,21 @@ def subscribe(channel_id: str, trust: Path | None, data: Path | None, **levels: 
     """Follow a channel, or only part of it; scheduled lessons are always fetched."""
     from .box import Box
 
-    with Box(_config(data_dir=data)) as box:
-        box.subscribe(channel_id, {k: list(v) for k, v in levels.items()}, keys.load_public(trust) if trust else None)
-        for followed in box.subscribed():
-            filters = box.filters(followed)
-            shown = "; ".join(f"{k}: {'、'.join(v)}" for k, v in filters.items()) or "the whole channel"
-            click.echo(f"{followed}: {shown}")
+    config = _config(data_dir=data)
+    filters = {k: list(v) for k, v in levels.items()}
+    key = keys.load_public(trust) if trust else None
+    try:
+        box = Box(config)
+    except DataDirLocked:
+        subscriptions = _ask_server(config, "subscriptions", {"channel": channel_id, "filters": filters,
+                                                             "trust": trust.read_text() if trust else None})
+    else:
+        with box:
+            box.subscribe(channel_id, filters, key)
+            subscriptions = {"subscriptions": {c: box.filters(c) for c in box.subscribed()}}
+    for followed, chosen in subscriptions["subscriptions"].items():
+        shown = "; ".join(f"{k}: {'、'.join(v)}" for k, v in chosen.items()) or "the whole channel"
+        click.echo(f"{followed}: {shown}")
 
 
 @main.command()
@@ -247,15 +265,77 @@ def scrub(data: Path | None) -> None:
     """Re-hash every file in the store; move damaged ones to quarantine/ so the next sync fetches them again."""
     from .box import Box
 
-    with Box(_config(data_dir=data)) as box, click.progressbar(length=max(1, len(box.store.blobs())),
-                                                                label="checking", file=sys.stderr) as bar:
-        bad = box.scrub(lambda done, total: bar.update(done - bar.pos))
+    config = _config(data_dir=data)
+    try:
+        box = Box(config)
+    except DataDirLocked:
+        click.echo("the box is serving; it checks the store (no progress shown)", err=True)
+        bad = _ask_server(config, "scrub", {}, timeout=24 * 3600)["damaged"]
+    else:
+        with box, click.progressbar(length=max(1, len(box.store.blobs())), label="checking",
+                                    file=sys.stderr) as bar:
+            bad = box.scrub(lambda done, total: bar.update(done - bar.pos))
     if bad:
         click.echo(f"{len(bad)} damaged files moved to quarantine/; the next sync fetches them again:")
         for sha in bad:
             click.echo(f"  {sha}")
         sys.exit(1)
     click.echo("every file in the store is intact")
+
+
+@main.command()
+@click.argument("lesson_id")
+@click.option("--off", is_flag=True, help="unpin it again")
+@data_option
+def pin(lesson_id: str, off: bool, data: Path | None) -> None:
+    """Pin a lesson so that making room for new ones never removes its files."""
+    from .box import Box
+
+    config = _config(data_dir=data)
+    try:
+        box = Box(config)
+    except DataDirLocked:
+        pinned = _ask_server(config, "pins", {"lesson": lesson_id, "pinned": not off})["pinned"]
+    else:
+        with box:
+            box.pin(lesson_id, not off)
+            pinned = box.pinned()
+    click.echo(f"pinned: {', '.join(pinned) or 'nothing'}")
+
+
+def _server(config: Config) -> dict[str, Any]:
+    """Return what the running server of this data directory wrote in serve.json (port, token)."""
+    try:
+        served = json.loads((config.data_dir / "serve.json").read_bytes())
+        return {"port": int(served["port"]), "token": served.get("token", "")}
+    except PermissionError:
+        raise ClassboxError(f"the box is serving, and only its own user may ask it: run this as the user "
+                            f"that owns {config.data_dir}") from None
+    except (OSError, ValueError, KeyError):
+        raise ClassboxError(f"the data directory {config.data_dir} is in use, but no server answers for it") from None
+
+
+def _ask_server(config: Config, command: str, body: dict[str, Any], timeout: float = 600) -> dict[str, Any]:
+    """Send one control request to the running server and return its JSON answer; raise with its error."""
+    import urllib.error
+    import urllib.request
+
+    from .web.control import TOKEN_HEADER
+
+    served = _server(config)
+    request = urllib.request.Request(f"http://127.0.0.1:{served['port']}/api/v1/control/{command}",
+                                     data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json", TOKEN_HEADER: served["token"]})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
+            return json.loads(r.read())  # type: ignore[no-any-return]
+    except urllib.error.HTTPError as exc:
+        answer = json.loads(exc.read() or b"{}")
+        if answer.get("reason"):
+            raise ChannelRejected(answer["reason"], answer.get("error", str(exc))) from None
+        raise ClassboxError(answer.get("error", str(exc))) from None
+    except OSError as exc:
+        raise ClassboxError(f"cannot reach the running box on port {served['port']}: {exc}") from None
 
 
 @main.group(cls=Group)
@@ -302,10 +382,7 @@ def _sync_through_server(config: Config, sources: list[str], channels: list[str]
     import urllib.error
     import urllib.request
 
-    try:
-        port = json.loads((config.data_dir / "serve.json").read_bytes())["port"]
-    except (OSError, ValueError, KeyError):
-        raise ClassboxError(f"the data directory {config.data_dir} is in use, but no server answers for it") from None
+    port = _server(config)["port"]
     base = f"http://127.0.0.1:{port}/api/v1/sync"
     body: dict[str, Any] = {"sources": sources or None, "channels": channels or None}
     if trust:
@@ -343,19 +420,18 @@ def _sync_through_server(config: Config, sources: list[str], channels: list[str]
         sys.exit(1)
 
 
-def _report(result: ChannelResult) -> None:
-    m = result.manifest
-    if result.unchanged:
-        click.echo(f"channel {m.id} version {m.version} is up to date; nothing to do")
+def _report(result: dict[str, Any]) -> None:
+    if result["unchanged"]:
+        click.echo(f"channel {result['channel']} version {result['version']} is up to date; nothing to do")
         return
-    was = "new" if result.previous_version is None else f"was version {result.previous_version}"
-    state = "active" if result.activated else "not yet active"
-    click.echo(f"channel {m.id} version {m.version} ({was}, {state}): {len(m.lessons)} lessons, "
-               f"{result.blobs_fetched} files fetched ({result.bytes_fetched / 1e6:.1f} MB)")
-    for error in result.errors:
+    was = "new" if result["previous_version"] is None else f"was version {result['previous_version']}"
+    state = "active" if result["activated"] else "not yet active"
+    click.echo(f"channel {result['channel']} version {result['version']} ({was}, {state}): "
+               f"{result['lessons']} lessons, {result['files']} files fetched ({result['bytes'] / 1e6:.1f} MB)")
+    for error in result["errors"]:
         click.echo(f"  ✗ {error}", err=True)
-    if result.missing_lessons:
-        click.echo(f"  still missing: {'、'.join(result.missing_lessons)}", err=True)
+    if result["missing_lessons"]:
+        click.echo(f"  still missing: {'、'.join(result['missing_lessons'])}", err=True)
 
 
 class ProgressLine:

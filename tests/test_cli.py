@@ -14,7 +14,10 @@ from pathlib import Path
 import pytest
 import requests
 
+from classbox import keys
 from classbox.config import settings
+
+from .conftest import Publisher, write_source
 
 
 class Served:
@@ -119,3 +122,45 @@ def test_readme_documents_every_setting() -> None:
     readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
     for env, _field, _default in settings():
         assert f"`{env}`" in readme, f"README does not document {env}"
+
+
+def classbox_cli(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "classbox", *args, "--data", str(data)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_commands_hand_off_to_the_running_box(tmp_path: Path, publisher: Publisher) -> None:
+    src = write_source(tmp_path / "src", "extra", lessons=2)
+    assert subprocess.run([sys.executable, "-m", "classbox", "channel", "build", str(src), "--key",
+                           str(publisher.private), "--out", str(tmp_path / "m")], capture_output=True).returncode == 0
+    data = tmp_path / "data"
+    s = start_serve(data)
+    try:
+        assert (data / "serve.json").stat().st_mode & 0o077 == 0, "the control token is for the box's user only"
+        r = classbox_cli(data, "channel", "add", str(tmp_path / "m"), "--trust", str(publisher.public))
+        assert r.returncode == 0, r.stderr
+        assert "the box is serving" in r.stderr and "channel extra version" in r.stdout
+        lessons = requests.get(s.url + "/api/v1/catalog", timeout=5).json()["lessons"]
+        assert {"extra-lesson-0", "extra-lesson-1"} <= {lesson["id"] for lesson in lessons}
+
+        r = classbox_cli(data, "channel", "add", str(tmp_path / "m"))  # the same again: nothing to do
+        assert r.returncode == 0 and "up to date" in r.stdout, r.stderr
+
+        r = classbox_cli(data, "subscribe", "extra", "--grade", "一年级")
+        assert r.returncode == 0 and "extra: grade: 一年级" in r.stdout, r.stderr
+        r = classbox_cli(data, "pin", "extra-lesson-1")
+        assert r.returncode == 0 and "pinned: extra-lesson-1" in r.stdout, r.stderr
+        r = classbox_cli(data, "pin", "no-such-lesson")
+        assert r.returncode == 1 and "no-such-lesson" in r.stderr
+        r = classbox_cli(data, "scrub")
+        assert r.returncode == 0 and "intact" in r.stdout, r.stderr
+
+        keys.generate(tmp_path / "keys2")
+        stranger = Publisher(tmp_path / "keys2")
+        r = classbox_cli(data, "channel", "add", str(tmp_path / "m"), "--trust", str(stranger.public))
+        assert r.returncode == 1 and "rejected (unknown_key)" in r.stderr
+
+        forged = requests.post(s.url + "/api/v1/control/pins", json={"lesson": "extra-lesson-0"}, timeout=5)
+        assert forged.status_code == 403, "without the token from serve.json nobody may ask"
+    finally:
+        assert s.stop() == 0

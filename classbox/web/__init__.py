@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import secrets
 
 from flask import Flask, current_app, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from ..box import Box
 from ..config import PACKAGE_DIR, Config
-from ..errors import ClassboxError, Conflict, NotFound
+from ..errors import ChannelRejected, ClassboxError, Conflict, NotFound
 from ..sync.worker import SyncWorker
 
 log = logging.getLogger(__name__)
@@ -34,9 +35,10 @@ def build_app(config: Config | None = None) -> Flask:
     app.extensions["classbox"] = box
     app.extensions["classbox_sync"] = SyncWorker(box)  # started by `serve`, never here
 
-    from . import api, media, mirror, ops, tv
+    from . import api, control, media, mirror, ops, tv
 
-    for module in (api, media, mirror, ops, tv):
+    app.config["CONTROL_TOKEN"] = secrets.token_urlsafe(32)
+    for module in (api, control, media, mirror, ops, tv):
         app.register_blueprint(module.bp)
 
     app.after_request(_security_headers)
@@ -69,7 +71,8 @@ def _security_headers(response):  # type: ignore[no-untyped-def]
 def _classbox_error(exc: ClassboxError):  # type: ignore[no-untyped-def]
     status = 404 if isinstance(exc, NotFound) else 409 if isinstance(exc, Conflict) else 400
     if _wants_json():
-        return jsonify(error=str(exc), code=exc.code), status
+        extra = {"reason": exc.reason} if isinstance(exc, ChannelRejected) else {}
+        return jsonify(error=str(exc), code=exc.code, **extra), status
     return render_template("error.html", status=status, message=str(exc)), status
 
 
