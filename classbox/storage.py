@@ -241,3 +241,32 @@ class State:
         with self._lock:
             self._db.close()
 
+
+def truncate_torn_tail(path: Path) -> int:
+    """Cut a log file back to just after its last newline, durably; return how many bytes were cut.
+
+    A power cut during append_record() can leave half a record at the end. Cut it
+    before the next append, or that record would be glued onto the torn one.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return 0
+    try:
+        size = os.fstat(fd).st_size
+        if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+            return 0
+        keep, end = 0, size
+        while end > 0:
+            start = max(0, end - 65536)
+            newline = os.pread(fd, end - start, start).rfind(b"\n")
+            if newline >= 0:
+                keep = start + newline + 1
+                break
+            end = start
+        os.ftruncate(fd, keep)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    log.warning("cut a torn record of %d bytes from the end of %s", size - keep, path)
+    return size - keep
