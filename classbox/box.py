@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 DEMO_ROOT = PACKAGE_DIR / "demo"
 DEMO_KEY = DEMO_ROOT / "demo.pub"
 PLAYED_EVERY = 600.0
+RELIST_EVERY = 2.0
 
 
 def _today() -> str:
@@ -56,6 +57,7 @@ class Box:
         self._install_lock = threading.Lock()
         self._played_noted: dict[str, float] = {}
         self._scrub_lock = threading.Lock()
+        self._listed_at = 0.0
 
     def close(self) -> None:
         """Close the state and give up the data directory."""
@@ -127,7 +129,7 @@ class Box:
             result = engine.bring_in(source, self.store, channel_id, key, self.config.max_manifest_bytes,
                                      transfer=transfer, all_or_nothing=all_or_nothing, progress=progress,
                                      on_progress=on_progress, on_verified=None if all_or_nothing else pin,
-                                     space=space, filters=self.filters(channel_id), on_ready=self.catalog.reload)
+                                     space=space, filters=self.filters(channel_id), on_ready=self._lessons_ready)
             if pinned is None and all_or_nothing:
                 self.pin_key(channel_id, key)
             if result.activated and installed is not None:
@@ -135,6 +137,13 @@ class Box:
             if result.blobs_fetched or result.activated or space.evicted:
                 self.catalog.reload()
             return result
+
+    def _lessons_ready(self) -> None:
+        # A lesson just completed: list it, but re-read the manifests at most every few seconds,
+        # since a channel of a thousand small lessons would otherwise re-read them a thousand times.
+        if time.monotonic() - self._listed_at >= RELIST_EVERY:
+            self.catalog.reload()
+            self._listed_at = time.monotonic()
 
     def _retain_dropped(self, old: Manifest, new: Manifest) -> None:
         """Remember the files of lessons a new version dropped while they are still scheduled."""
