@@ -732,7 +732,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     print()
     print(f"Loopback, {args.size_mb} MiB file of random bytes, {os.cpu_count()} CPUs, "
-          f"{args.duration} s per load phase; wrk -t2; nginx 1 process with sendfile; classbox waitress 8 threads.")
+          f"{args.duration} s per load phase; wrk -t2; nginx 1 process with sendfile; classbox waitress 32 threads (the default).")
     print()
     print(table)
     print()

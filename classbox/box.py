@@ -14,9 +14,11 @@ from tinydb import where
 from . import channel, keys
 from .catalog import Catalog
 from .channel import Blob, Manifest
+from .classroom import Classroom
 from .config import PACKAGE_DIR, Config
 from .datadir import DataDir, DataDirLock
 from .errors import ChannelRejected, ConfigError, NotFound
+from .events import EventLog
 from .space import Holdings, Space
 from .storage import State
 from .store import Store
@@ -53,6 +55,9 @@ class Box:
         self.store = Store(self.data)
         self.catalog = Catalog(self.store)
         self.catalog.reload()
+        self.events = EventLog(self.data.events)
+        # Screens and phones wait for changes in server threads: leave some for media and the API.
+        self.classroom = Classroom(self.state, self.catalog, self.events, max_waiters=max(1, config.threads - 6))
         self.started_at = time.time()
         self._install_lock = threading.Lock()
         self._played_noted: dict[str, float] = {}

@@ -67,6 +67,8 @@ class _Index:
     by_id: dict[str, Entry] = field(default_factory=dict)
     media_types: dict[str, str] = field(default_factory=dict)
     channels: tuple[ChannelInfo, ...] = ()
+    titles: dict[str, str] = field(default_factory=dict)
+    schedule: tuple[tuple[str, dict], ...] = ()
 
 
 class Catalog:
@@ -84,8 +86,13 @@ class Catalog:
             by_id: dict[str, Entry] = {}
             media_types: dict[str, str] = {}
             infos: list[ChannelInfo] = []
+            titles: dict[str, str] = {}
+            schedule: list[tuple[str, dict]] = []
             for manifest in self.manifests():
                 ready = 0
+                schedule += [(manifest.id, dict(e)) for e in manifest.schedule]
+                for lesson in manifest.lessons:
+                    titles.setdefault(lesson.id, lesson.title)
                 for lesson in manifest.lessons:
                     if not all(self.store.has(b.sha256, b.size) for b in lesson.blobs()):
                         continue
@@ -101,7 +108,7 @@ class Catalog:
                         media_types.setdefault(b.sha256, b.media_type)
                 infos.append(ChannelInfo(manifest.id, manifest.title, manifest.version, len(manifest.lessons),
                                          ready, manifest.expires_at))
-            self._index = _Index(tuple(entries), by_id, media_types, tuple(infos))
+            self._index = _Index(tuple(entries), by_id, media_types, tuple(infos), titles, tuple(schedule))
             log.info("catalogue: %d lessons in %d channels", len(entries), len(infos))
 
     def manifests(self) -> list[Manifest]:
@@ -119,6 +126,14 @@ class Catalog:
     def lesson(self, lesson_id: str) -> Entry | None:
         """Return one listed lesson."""
         return self._index.by_id.get(lesson_id)
+
+    def status(self, lesson_id: str) -> tuple[str | None, bool]:
+        """Return a lesson's title (None if no active channel has it) and whether it is ready to play."""
+        return self._index.titles.get(lesson_id), lesson_id in self._index.by_id
+
+    def schedule(self) -> tuple[tuple[str, dict], ...]:
+        """Return (channel id, entry) for every schedule entry of every active channel."""
+        return self._index.schedule
 
     def media_type(self, sha256: str) -> str | None:
         """Return the media type a listed lesson gives a blob."""

@@ -57,7 +57,7 @@ def main() -> None:
 @main.command()
 @click.option("--host", help="address to listen on [default 0.0.0.0, env CLASSBOX_HOST]")
 @click.option("--port", type=int, help="port to listen on, 0 for any free one [default 8080, env CLASSBOX_PORT]")
-@click.option("--threads", type=int, help="worker threads [default 8, env CLASSBOX_THREADS]")
+@click.option("--threads", type=int, help="worker threads [default 32, env CLASSBOX_THREADS]")
 @click.option("--no-demo", is_flag=True, help="do not install the demo channel into an empty data directory")
 @data_option
 def serve(host: str | None, port: int | None, threads: int | None, no_demo: bool, data: Path | None) -> None:
@@ -71,6 +71,15 @@ def serve(host: str | None, port: int | None, threads: int | None, no_demo: bool
     signal.signal(signal.SIGTERM, _stop)
     app = create_app(config)
     box = app.extensions["classbox"]
+
+    def stop(signum: int, frame: object) -> None:
+        # waitress catches the SystemExit and waits up to 5 s for busy threads: answer the
+        # screens parked waiting for a change first, so that they are not what it waits for.
+        box.classroom.release_waiters()
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     try:
         box.first_start()
         server = waitress.create_server(app, host=config.host, port=config.port, threads=config.threads,
@@ -240,20 +249,10 @@ def _sync(config: Config, sources: list[str], channel_ids: list[str], trust: Pat
 @data_option
 def subscribe(channel_id: str, trust: Path | None, data: Path | None, **levels: tuple[str, ...]) -> None:
     """Follow a channel, or only part of it; scheduled lessons are always fetched."""
-    from .box import Box
 
-    config = _config(data_dir=data)
-    filters = {k: list(v) for k, v in levels.items()}
-    key = keys.load_public(trust) if trust else None
-    try:
-        box = Box(config)
-    except DataDirLocked:
-        subscriptions = _ask_server(config, "subscriptions", {"channel": channel_id, "filters": filters,
-                                                             "trust": trust.read_text() if trust else None})
-    else:
-        with box:
-            box.subscribe(channel_id, filters, key)
-            subscriptions = {"subscriptions": {c: box.filters(c) for c in box.subscribed()}}
+    body = {"channel": channel_id, "filters": {k: list(v) for k, v in levels.items()},
+            "trust": trust.read_text() if trust else None}
+    subscriptions = _on_box(_config(data_dir=data), "subscriptions", body)
     for followed, chosen in subscriptions["subscriptions"].items():
         shown = "; ".join(f"{k}: {'、'.join(v)}" for k, v in chosen.items()) or "the whole channel"
         click.echo(f"{followed}: {shown}")
@@ -289,18 +288,84 @@ def scrub(data: Path | None) -> None:
 @data_option
 def pin(lesson_id: str, off: bool, data: Path | None) -> None:
     """Pin a lesson so that making room for new ones never removes its files."""
+
+    pinned = _on_box(_config(data_dir=data), "pins", {"lesson": lesson_id, "pinned": not off})["pinned"]
+    click.echo(f"pinned: {', '.join(pinned) or 'nothing'}")
+
+
+@main.group(cls=Group)
+def room() -> None:
+    """Name the box's classrooms; each TV shows one room."""
+
+
+@room.command("list")
+@data_option
+def room_list(data: Path | None) -> None:
+    """List the rooms."""
+    _print_rooms(_on_box(_config(data_dir=data), "rooms", {}))
+
+
+@room.command("add")
+@click.argument("name")
+@click.option("--class", "class_label", default="", help="the class it holds, e.g. 一年级, matched by hub schedules")
+@data_option
+def room_add(name: str, class_label: str, data: Path | None) -> None:
+    """Add a room, or change its class."""
+    _print_rooms(_on_box(_config(data_dir=data), "rooms", {"name": name, "class": class_label}))
+
+
+@room.command("remove")
+@click.argument("name")
+@data_option
+def room_remove(name: str, data: Path | None) -> None:
+    """Remove a room."""
+    _print_rooms(_on_box(_config(data_dir=data), "rooms", {"name": name, "remove": True}))
+
+
+def _print_rooms(answer: dict[str, Any]) -> None:
+    for r in answer["rooms"]:
+        click.echo(f"{r['name']}{'  (' + r['class'] + ')' if r['class'] else ''}")
+
+
+@room.command("timetable")
+@click.argument("name")
+@click.argument("periods_file", type=click.File("rb"))
+@data_option
+def room_timetable(name: str, periods_file: Any, data: Path | None) -> None:
+    """Set a room's weekly periods from a JSON list of {weekday, number, start, end, subject}."""
+    try:
+        periods = json.loads(periods_file.read())
+    except ValueError as exc:
+        raise ClassboxError(f"{periods_file.name} is not JSON: {exc}") from None
+    answer = _on_box(_config(data_dir=data), "timetable", {"room": name, "periods": periods})
+    click.echo(f"{answer['room']}: {len(answer['periods'])} periods a week")
+
+
+@room.command("book")
+@click.argument("name")
+@click.argument("date")
+@click.argument("period", type=int)
+@click.argument("lesson_id", required=False, default="")
+@click.option("--note", default="", help="a short note shown with the lesson")
+@data_option
+def room_book(name: str, date: str, period: int, lesson_id: str, note: str, data: Path | None) -> None:
+    """Put a lesson into a room's period on a date (YYYY-MM-DD); without LESSON_ID, clear that period."""
+    body = {"room": name, "date": date, "period": period, "lesson": lesson_id, "note": note}
+    answer = _on_box(_config(data_dir=data), "bookings", body)
+    click.echo(f"{answer['room']} {answer['date']} 第{answer['period']}节: {answer['lesson'] or '（空）'}")
+
+
+def _on_box(config: Config, action: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Run an action on the box: here if the data directory is free, else by asking its running server."""
+    from .actions import ACTIONS
     from .box import Box
 
-    config = _config(data_dir=data)
     try:
         box = Box(config)
     except DataDirLocked:
-        pinned = _ask_server(config, "pins", {"lesson": lesson_id, "pinned": not off})["pinned"]
-    else:
-        with box:
-            box.pin(lesson_id, not off)
-            pinned = box.pinned()
-    click.echo(f"pinned: {', '.join(pinned) or 'nothing'}")
+        return _ask_server(config, action, body)
+    with box:
+        return ACTIONS[action](box, body)
 
 
 def _server(config: Config) -> dict[str, Any]:

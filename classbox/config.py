@@ -39,7 +39,7 @@ class Config:
     data_dir: Path = field(default_factory=default_data_dir, metadata={"env": "CLASSBOX_DATA"})
     host: str = field(default="0.0.0.0", metadata={"env": "CLASSBOX_HOST"})
     port: int = field(default=8080, metadata={"env": "CLASSBOX_PORT"})
-    threads: int = field(default=8, metadata={"env": "CLASSBOX_THREADS"})
+    threads: int = field(default=32, metadata={"env": "CLASSBOX_THREADS"})
     demo: bool = field(default=True, metadata={"env": "CLASSBOX_DEMO"})
     max_manifest_bytes: int = field(default=16 * 1024 * 1024, metadata={"env": "CLASSBOX_MAX_MANIFEST_BYTES"})
     sync_sources: str = field(default="", metadata={"env": "CLASSBOX_SYNC_SOURCES"})

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 import waitress
 from flask import Flask
+from playwright.sync_api import Browser, sync_playwright
 
 from classbox import create_app, keys
-from classbox.box import Box
+from classbox.box import DEMO_KEY, DEMO_ROOT, Box
 from classbox.config import Config
 
 
@@ -40,6 +41,30 @@ def box(app: Flask) -> Box:
 
 
 @pytest.fixture
+def demo(box: Box) -> Box:
+    """Install the demo channel: four lessons with pause points at 3.0 and 6.5 s and task sheets."""
+    box.add_channel(DEMO_ROOT, keys.load_public(DEMO_KEY), "demo")
+    return box
+
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's, installed by the test command; never a downloaded browser
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Launch one headless Chromium for a whole test module."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: run the README's test command, it installs it")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
 def client(app: Flask):  # type: ignore[no-untyped-def]
     """Return a Flask test client."""
     return app.test_client()
@@ -54,14 +79,16 @@ class LiveServer:
     server: object
 
 
-def start_server(app: Flask, threads: int = 8) -> tuple[LiveServer, Callable[[], None]]:
-    """Start waitress on 127.0.0.1:0 in a thread; return it and a function that stops it."""
-    server = waitress.create_server(app, host="127.0.0.1", port=0, threads=threads, ident="classbox")
+def start_server(app: Flask) -> tuple[LiveServer, Callable[[], None]]:
+    """Start waitress on 127.0.0.1:0 in a thread, as `serve` does; return it and a function that stops it."""
+    box = app.extensions["classbox"]
+    server = waitress.create_server(app, host="127.0.0.1", port=0, threads=box.config.threads, ident="classbox")
     port = int(server.effective_port)  # type: ignore[union-attr]
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
 
     def stop() -> None:
+        box.classroom.release_waiters()  # as `serve` does on SIGTERM
         server.close()
         server.task_dispatcher.shutdown()  # type: ignore[union-attr]
         thread.join(5)

@@ -164,3 +164,50 @@ def test_commands_hand_off_to_the_running_box(tmp_path: Path, publisher: Publish
         assert forged.status_code == 403, "without the token from serve.json nobody may ask"
     finally:
         assert s.stop() == 0
+
+
+def test_rooms_and_timetable_from_the_command_line(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    r = classbox_cli(data, "room", "add", "二年级教室", "--class", "二年级")
+    assert r.returncode == 0 and "二年级教室  (二年级)" in r.stdout, r.stderr
+    periods = tmp_path / "periods.json"
+    periods.write_text('[{"weekday": 1, "number": 1, "start": "08:00", "end": "08:40", "subject": "语文"}]',
+                       encoding="utf-8")
+    r = classbox_cli(data, "room", "timetable", "二年级教室", str(periods))
+    assert r.returncode == 0 and "1 periods a week" in r.stdout, r.stderr
+    periods.write_text('[{"weekday": 9, "number": 1, "start": "08:00", "end": "08:40", "subject": "语文"}]',
+                       encoding="utf-8")
+    r = classbox_cli(data, "room", "timetable", "二年级教室", str(periods))
+    assert r.returncode == 1 and "weekday" in r.stderr
+    s = start_serve(data)  # with the box serving, the same commands are handed to it
+    try:
+        monday = "2026-11-23"
+        r = classbox_cli(data, "room", "book", "二年级教室", monday, "1", "demo-g2-math-1")
+        assert r.returncode == 0 and "第1节: demo-g2-math-1" in r.stdout, r.stderr
+        r = classbox_cli(data, "room", "book", "二年级教室", monday, "1", "no-such-lesson")
+        assert r.returncode == 1 and "no-such-lesson" in r.stderr
+        r = classbox_cli(data, "room", "list")
+        assert r.returncode == 0 and "二年级教室" in r.stdout
+    finally:
+        assert s.stop() == 0
+
+
+def test_sigterm_does_not_wait_for_parked_screens(tmp_path: Path) -> None:
+    import time
+
+    s = start_serve(tmp_path / "data", "--no-demo")
+    state = requests.get(s.url + "/api/v1/rooms", timeout=5).json()["rooms"][0]["name"]
+    url = f"{s.url}/api/v1/rooms/{state}/state"
+    version = requests.get(url, timeout=5).json()["version"]
+    answers: list[int] = []
+    tvs = [threading.Thread(target=lambda: answers.append(
+        requests.get(url, params={"after": version, "wait": 25}, timeout=30).status_code)) for _ in range(3)]
+    for t in tvs:
+        t.start()
+    time.sleep(0.5)
+    begun = time.monotonic()
+    assert s.stop() == 0
+    assert time.monotonic() - begun < 3, "a stopping box answers its waiting screens instead of waiting 5 s"
+    for t in tvs:
+        t.join(5)
+    assert answers == [200, 200, 200]

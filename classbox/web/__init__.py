@@ -35,10 +35,10 @@ def build_app(config: Config | None = None) -> Flask:
     app.extensions["classbox"] = box
     app.extensions["classbox_sync"] = SyncWorker(box)  # started by `serve`, never here
 
-    from . import api, control, media, mirror, ops, tv
+    from . import api, control, media, mirror, ops, remote, rooms, tv
 
     app.config["CONTROL_TOKEN"] = secrets.token_urlsafe(32)
-    for module in (api, control, media, mirror, ops, tv):
+    for module in (api, control, media, mirror, ops, remote, rooms, tv):
         app.register_blueprint(module.bp)
 
     app.after_request(_security_headers)
