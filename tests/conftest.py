@@ -89,15 +89,8 @@ def start_server(app: Flask) -> tuple[LiveServer, Callable[[], None]]:
 
     def stop() -> None:
         box.classroom.release_waiters()  # as `serve` does on SIGTERM
-
-        def close_all() -> None:
-            # Closed from the server's own loop thread: closing its sockets from this thread
-            # races the select() there ("Bad file descriptor"). With nothing left, the loop ends.
-            for channel in list(server._map.values()):  # type: ignore[union-attr]
-                channel.close()
-
-        server.task_dispatcher.shutdown()  # type: ignore[union-attr]  # workers first: they pull the trigger
-        server.trigger.pull_trigger(close_all)  # type: ignore[union-attr]
+        server.close()
+        server.task_dispatcher.shutdown()  # type: ignore[union-attr]
         thread.join(5)
 
     return LiveServer(f"http://127.0.0.1:{port}", port, server), stop
