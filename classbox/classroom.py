@@ -164,7 +164,8 @@ class Classroom:
 
         Returns at once, with False, when as many requests as allowed are already waiting.
         """
-        deadline = self.clock() + max(0.0, min(timeout, 60.0))
+        # The wait is bounded in real time; self.clock only says what time it is for the room.
+        deadline = time.monotonic() + max(0.0, min(timeout, 60.0))
         with self._cond:
             room = self._room(name)
             state = self._advance(room)
@@ -175,10 +176,10 @@ class Classroom:
             self._waiting += 1
             try:
                 while True:
-                    now = self.clock()
-                    if now >= deadline or name not in self._rooms or self._closing:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or name not in self._rooms or self._closing:
                         return room.state, True
-                    self._cond.wait(min(deadline - now, self._next_change(room, now)))
+                    self._cond.wait(min(left, self._next_change(room, self.clock())))
                     state = self._advance(room)
                     if state.version != after:
                         return state, True

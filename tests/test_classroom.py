@@ -199,7 +199,7 @@ def test_a_waiting_screen_is_woken_by_a_command(demo_box: Box) -> None:
 
 def test_waiting_screens_never_take_every_thread(room: Classroom) -> None:
     version = room.current(ROOM).version
-    threads = [threading.Thread(target=room.wait, args=(ROOM, version, 1.0)) for _ in range(2)]
+    threads = [threading.Thread(target=room.wait, args=(ROOM, version, 1.0), daemon=True) for _ in range(2)]
     for t in threads:
         t.start()
     deadline = time.monotonic() + 2
@@ -209,6 +209,7 @@ def test_waiting_screens_never_take_every_thread(room: Classroom) -> None:
     assert not waited, "a third screen is told to poll instead of parking"
     for t in threads:
         t.join(3)
+        assert not t.is_alive(), "a wait ends after its timeout in real time, whatever the room's clock says"
 
 
 def test_at_the_start_of_a_period_its_lesson_opens_ready_to_play(room: Classroom, demo_box: Box,
