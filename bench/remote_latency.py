@@ -463,11 +463,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--idle-seconds", type=float, default=30.0,
                    help="seconds of the idle CPU measure, 5-300 [30]")
     p.add_argument("--seed", type=int, default=1, help="seed of the phones' gaps [1]")
-    p.add_argument("--json", type=Path, help="also write the results as JSON to this path")
-    p.add_argument("--work", type=Path, default=HERE / "out",
-                   help="work dir; a temp folder in it holds the data dir [bench/out]")
-    p.add_argument("--classbox-cmd", help="command that runs classbox, e.g. 'classbox' "
-                   "[default: this Python's -m classbox]")
+    serve_bench.add_common_options(p, "work dir; a temp folder in it holds the data dir")
     return p.parse_args(argv)
 
 

@@ -605,16 +605,20 @@ def classbox_command(arg: str | None) -> list[str]:
     return [sys.executable, "-m", "classbox"]
 
 
+def add_common_options(p: argparse.ArgumentParser, work_help: str) -> None:
+    """Add the options every benchmark here takes: --json, --work and --classbox-cmd."""
+    p.add_argument("--json", type=Path, help="also write the results as JSON to this path")
+    p.add_argument("--work", type=Path, default=HERE / "out", help=f"{work_help} [bench/out]")
+    p.add_argument("--classbox-cmd", help="command that runs classbox, e.g. 'classbox' "
+                   "[default: this Python's -m classbox]")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Parse the command line."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size-mb", type=int, default=200, help="size of the test file in MiB [200]")
     p.add_argument("--duration", type=int, default=10, help="seconds per load phase [10]")
-    p.add_argument("--json", type=Path, help="also write the results as JSON to this path")
-    p.add_argument("--work", type=Path, default=HERE / "out",
-                   help="work dir for the test file and logs, reused between runs [bench/out]")
-    p.add_argument("--classbox-cmd", help="command that runs classbox, e.g. 'classbox' "
-                   "[default: this Python's -m classbox]")
+    add_common_options(p, "work dir for the test file and logs, reused between runs")
     return p.parse_args(argv)
 
 
@@ -732,7 +736,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     print()
     print(f"Loopback, {args.size_mb} MiB file of random bytes, {os.cpu_count()} CPUs, "
-          f"{args.duration} s per load phase; wrk -t2; nginx 1 process with sendfile; classbox waitress 32 threads (the default).")
+          f"{args.duration} s per load phase; wrk -t2; nginx 1 process with sendfile; "
+          "classbox waitress 32 threads (the default).")
     print()
     print(table)
     print()

@@ -636,11 +636,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=4.0,
                    help="link rate in MB/s, ≤ 100 (nginx limit_rate and proxy) [4]")
     p.add_argument("--seed", type=int, default=1, help="seed of the proxy's cut points [1]")
-    p.add_argument("--json", type=Path, help="also write the results as JSON to this path")
-    p.add_argument("--work", type=Path, default=HERE / "out",
-                   help="work dir; a temp folder in it holds the channel and data dirs [bench/out]")
-    p.add_argument("--classbox-cmd", help="command that runs classbox, e.g. 'classbox' "
-                   "[default: this Python's -m classbox]")
+    serve_bench.add_common_options(p, "work dir; a temp folder in it holds the channel and data dirs")
     return p.parse_args(argv)
 
 

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from tinydb import where
@@ -234,15 +234,14 @@ class Classroom:
             raise InvalidInput("client: a string of 1-64 characters naming the remote")
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise InvalidInput("n: the remote's command number, an integer from 1")
-        handler = getattr(self, f"_cmd_{cmd}", None) if isinstance(cmd, str) and cmd.isidentifier() else None
-        if handler is None:
+        if not isinstance(cmd, str) or cmd not in _ARGS:
             raise InvalidInput(f"cmd: {cmd!r} is not a command; use {', '.join(COMMANDS)}")
         with self._cond:
             room = self._room(name)
             self._advance(room)
             if n <= room.clients.get(client, 0):
                 return room.state  # late or repeated: applied already
-            handler(room, **_args(cmd, args))
+            getattr(self, f"_cmd_{cmd}")(room, **_args(cmd, args))
             room.clients[client] = n
             return room.state
 
@@ -434,8 +433,6 @@ class Classroom:
 
     def bookings(self, name: str, first: str, last: str) -> list[Booking]:
         """Return the room's bookings between two dates: the local ones and those of channel schedules."""
-        from datetime import date
-
         room = self._rooms.get(name)
         class_label = room.class_label if room else ""
         local = self.timetables.bookings(name, date.fromisoformat(first), date.fromisoformat(last))
@@ -538,9 +535,6 @@ class Classroom:
         self.events.append(kind, room.state.room, room.state.lesson, round(position, 3), **detail)
 
 
-COMMANDS = ("open", "play", "pause", "seek", "document", "page", "close_document", "prompt", "stop",
-            "add_point", "remove_point")
-
 _ARGS: dict[str, dict[str, tuple[type, ...]]] = {
     "open": {"lesson": (str,), "start": (str,)},
     "play": {}, "pause": {}, "stop": {}, "close_document": {},
@@ -551,6 +545,7 @@ _ARGS: dict[str, dict[str, tuple[type, ...]]] = {
     "add_point": {"note": (str,)},
     "remove_point": {"at": (int, float)},
 }
+COMMANDS = tuple(_ARGS)
 _REQUIRED = {"open": ("lesson",), "document": ("asset",), "page": ("step",), "prompt": ("show",),
              "remove_point": ("at",)}
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import select
 import shutil
 import subprocess
 import threading
@@ -152,6 +154,17 @@ def write_source(src: Path, channel_id: str = "test", lessons: int = 2, video: b
         }
         (d / "lesson.json").write_text(json.dumps(lesson, ensure_ascii=False), encoding="utf-8")
     return src
+
+
+def read_acks(fd: int) -> list[int]:
+    """Read the numbers a forked writer acknowledged on a pipe so far, one per line."""
+    data = b""
+    while select.select([fd], [], [], 0)[0]:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        data += chunk
+    return [int(x) for x in data.split()]
 
 
 def make_video(path: Path, seconds: float = 6) -> Path:

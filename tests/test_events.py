@@ -17,6 +17,8 @@ import pytest
 from classbox.errors import InvalidInput
 from classbox.events import KINDS, Event, EventLog
 
+from .conftest import read_acks
+
 DAY = 24 * 3600
 
 
@@ -193,16 +195,6 @@ def _writer(directory: Path, start: float, ack_fd: int) -> None:
         os.write(ack_fd, f"{event.seq}\n".encode())
 
 
-def _acks(fd: int) -> list[int]:
-    data = b""
-    while select.select([fd], [], [], 0)[0]:
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            break
-        data += chunk
-    return [int(x) for x in data.split()]
-
-
 @pytest.mark.slow
 def test_log_survives_sigkill_at_random_moments(tmp_path: Path) -> None:
     start = local(2024, 9, 1)
@@ -224,7 +216,7 @@ def test_log_survives_sigkill_at_random_moments(tmp_path: Path) -> None:
         time.sleep(rng.uniform(0, 0.01))
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
-        acked.update(_acks(r))
+        acked.update(read_acks(r))
         os.close(r)
         kills += 1
 

@@ -16,6 +16,8 @@ from classbox import storage
 from classbox.errors import StateError
 from classbox.storage import State
 
+from .conftest import read_acks
+
 
 def _writer(path: Path, ack_fd: int) -> None:
     """Run in a forked child: read-modify-write forever, acknowledging each write after it returns."""
@@ -27,16 +29,6 @@ def _writer(path: Path, ack_fd: int) -> None:
             db.table("log").insert({"n": n})
             state.set("counter", n)
         os.write(ack_fd, f"{n}\n".encode())
-
-
-def _acks(fd: int) -> list[int]:
-    data = b""
-    while select.select([fd], [], [], 0)[0]:
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            break
-        data += chunk
-    return [int(x) for x in data.split()]
 
 
 @pytest.mark.slow
@@ -60,7 +52,7 @@ def test_state_survives_sigkill_at_random_moments(tmp_path: Path) -> None:
         time.sleep(rng.uniform(0, 0.02))
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
-        acks = _acks(r)
+        acks = read_acks(r)
         os.close(r)
         kills += 1
         last_acked = max([last_acked, *acks])
