@@ -112,6 +112,8 @@ class Classroom:
         self._waiting = 0
         self._closing = False
         self._pair_fails: dict[str, list[float]] = {}
+        # Made once here: made on first use, two requests at once could each make their own.
+        self._pairing_secret = self._secret()
         with state.transaction() as db:
             table = db.table("rooms")
             if not table.all():
@@ -390,7 +392,7 @@ class Classroom:
     def code(self, name: str, day: str | None = None) -> str:
         """Return the room's pairing code for a day (today by default): six digits, new every day."""
         day = day or time.strftime("%Y-%m-%d", time.localtime(self.clock()))
-        digest = hmac.new(self._secret(), f"{name}|{day}".encode(), hashlib.sha256).digest()
+        digest = hmac.new(self._pairing_secret, f"{name}|{day}".encode(), hashlib.sha256).digest()
         return f"{int.from_bytes(digest[:8], 'big') % 1_000_000:06d}"
 
     def pair(self, name: str, code: str, address: str) -> tuple[str, float]:
@@ -423,10 +425,11 @@ class Classroom:
         return doc["room"] if doc and doc["expires"] > self.clock() else None
 
     def _secret(self) -> bytes:
-        secret = self.state.get("pairing_secret")
-        if secret is None:
-            secret = secrets.token_hex(32)
-            self.state.set("pairing_secret", secret)
+        with self.state.transaction():
+            secret = self.state.get("pairing_secret")
+            if secret is None:
+                secret = secrets.token_hex(32)
+                self.state.set("pairing_secret", secret)
         return bytes.fromhex(secret)
 
     # ------------------------------------------------------------ the timetable

@@ -80,3 +80,15 @@ def test_qr_code_is_an_svg_for_the_remote(live_server: LiveServer) -> None:
     assert "/remote?room=" in pairing["url"] and pairing["code"] in pairing["url"]
     assert requests.get(pairing["url"].replace(pairing["url"].split("/remote")[0], live_server.url),
                         timeout=5).status_code == 200
+
+
+def test_a_report_must_name_its_lesson(live_server: LiveServer) -> None:
+    r = requests.post(f"{live_server.url}/api/v1/rooms/{ROOM}/report", json={"position": 3}, timeout=5)
+    assert r.status_code == 400 and "lesson" in r.json()["error"]
+
+
+def test_the_room_code_stays_the_same_across_restarts(box: Box) -> None:
+    from classbox.classroom import Classroom
+
+    again = Classroom(box.state, box.catalog, box.events)
+    assert again.code(ROOM) == box.classroom.code(ROOM), "one pairing secret per box, made once"

@@ -8,7 +8,7 @@ from typing import Any
 import segno
 from flask import Blueprint, Response, jsonify, request, url_for
 
-from ..errors import InvalidInput, NotFound
+from ..errors import InvalidInput
 from . import current_box
 from .tv import box_address
 
@@ -118,7 +118,7 @@ def report(room: str):  # type: ignore[no-untyped-def]
     body = _body()
     lesson = body.get("lesson")
     if not isinstance(lesson, str):
-        raise NotFound("lesson: which lesson the screen is playing")
+        raise InvalidInput("lesson: which lesson the screen is playing")
     return _state_json(_classroom().report(room, lesson, body.get("position"), bool(body.get("ended"))))
 
 
