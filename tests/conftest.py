@@ -8,6 +8,7 @@ import select
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,7 +91,14 @@ def start_server(app: Flask) -> tuple[LiveServer, Callable[[], None]]:
     thread.start()
 
     def stop() -> None:
-        box.classroom.release_waiters()  # as `serve` does on SIGTERM
+        # As `serve` does on SIGTERM, answer the screens parked waiting for a change, and let the
+        # answers be written while waitress still runs: a thread answering while it closes fails on
+        # its closed trigger ("Bad file descriptor").
+        box.classroom.release_waiters()
+        deadline = time.monotonic() + 5
+        while box.classroom.waiting() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.1)
         server.close()
         server.task_dispatcher.shutdown()  # type: ignore[union-attr]
         thread.join(5)

@@ -102,22 +102,7 @@ def phone(browser: Browser, live_server: LiveServer, demo: Box) -> Iterator[Phon
         yield phone
     finally:
         context.close()
-        release_parked_requests(demo)
     assert phone.errors == []
-
-
-def release_parked_requests(box: Box) -> None:
-    """Change the room until nothing waits on it, so long polls of the closed tab return and the server stops at once.
-
-    A closed tab's long poll stays parked on the box until the room changes (up to 25 s), and stopping waitress
-    waits for its threads.
-    """
-    time.sleep(0.2)  # a poll sent just before the tab closed reaches the box and parks
-    for n in range(1, 20):
-        box.classroom.command(ROOM, "test-teardown", n, "open", {"lesson": LESSON})
-        time.sleep(0.05)
-        if box.classroom.waiting() == 0:
-            break
 
 
 def test_a_wrong_code_shows_an_error_and_the_controls_stay_hidden(phone: Phone) -> None:
