@@ -1,6 +1,8 @@
 """The TV page in a real Chromium against a real waitress: a teacher with only a TV remote's keys.
 
-Every test drives the page with key presses alone (arrows, Enter, Escape, Backspace), as a D-pad does.
+Every test drives the page with key presses alone (arrows, Enter, Escape, Backspace), as a D-pad does. What the
+TV shows of a lesson is its room's, kept on the box: the tests read the room there to check that the keys went
+through it, and one changes the room there, as a phone would, to check that the TV follows the box.
 """
 
 from __future__ import annotations
@@ -13,31 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from classbox import channel, keys
 from classbox.box import Box
+from classbox.classroom import DEFAULT_ROOM, RoomState
 
 from .conftest import LiveServer, Publisher, make_video, write_source
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = "/usr/bin/chromium"
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 PROMPT = "请同学们读一读"  # the pause point write_source puts at 2.0 s of every video
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """Launch one headless Chromium for the whole module."""
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: install the Debian chromium package")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS, headless=True)
-        try:
-            yield browser
-        finally:
-            browser.close()
+ROOM = DEFAULT_ROOM  # a box's only room at first: the TV shows it without asking
 
 
 @dataclass(frozen=True)
@@ -137,8 +126,13 @@ class TV:
         )
 
 
+def room(box: Box) -> RoomState:
+    """Return the state of the room the TV shows, as the box has it."""
+    return box.classroom.current(ROOM)
+
+
 @pytest.fixture
-def tv(browser: Browser, live_server: LiveServer) -> Iterator[TV]:
+def tv(browser: Browser, live_server: LiveServer, box: Box) -> Iterator[TV]:
     """Open a fresh 1080p tab; fail the test if the page logs an error (a CSP violation does)."""
     context = browser.new_context(viewport={"width": 1920, "height": 1080}, locale="zh-CN")
     page = context.new_page()
@@ -147,6 +141,8 @@ def tv(browser: Browser, live_server: LiveServer) -> Iterator[TV]:
     page.on("request", lambda request: tv.requests.append(request.url))
     page.on("pageerror", lambda exc: tv.errors.append(f"page error: {exc}"))
     page.on("console", lambda msg: tv.errors.append(f"console {msg.type}: {msg.text}") if msg.type == "error" else None)
+    page.on("response", lambda r: tv.errors.append(f"HTTP {r.status}: {r.request.method} {r.url}")
+            if r.status >= 400 else None)  # the console's "Failed to load resource" does not say which
     try:
         yield tv
     finally:
@@ -179,16 +175,17 @@ def open_lesson_1_chinese(tv: TV) -> None:
 
 
 @pytest.mark.usefixtures("lessons")
-def test_remote_plays_a_lesson_that_stops_at_its_pause_point(tv: TV) -> None:
+def test_remote_plays_a_lesson_that_stops_at_its_pause_point(tv: TV, box: Box) -> None:
     open_lesson_1_chinese(tv)
     tv.go("Enter", "player")
     expect(tv.page.locator("#video")).to_be_visible()
+    assert room(box).lesson == "test-lesson-2" and room(box).playing  # the keys opened it in the room
 
     tv.wait_video("!v.paused && v.currentTime > 0.5")  # it plays
-    tv.wait_overlay("pause")  # and stops by itself
-    paused, at = tv.video("[v.paused, v.currentTime]")
-    assert paused
-    assert at == pytest.approx(2.0, abs=0.3)
+    tv.wait_overlay("pause")  # and the box stops it at the pause point
+    state = room(box)
+    assert (state.playing, state.position, state.prompt) == (False, 2.0, PROMPT)
+    tv.wait_video("v.paused && !v.seeking && Math.abs(v.currentTime - 2.0) < 0.05")  # on the point's own frame
     overlay = tv.page.locator("#pause-overlay")
     expect(overlay).to_be_visible()
     expect(overlay).to_contain_text(PROMPT)
@@ -196,31 +193,51 @@ def test_remote_plays_a_lesson_that_stops_at_its_pause_point(tv: TV) -> None:
     tv.page.wait_for_timeout(400)  # a stopped video stays stopped while the class talks
     assert tv.video("v.paused")
 
+    tv.press("Escape")  # Back hides the prompt for the room; the video stays paused
+    expect(overlay).to_be_hidden()
+    expect(tv.page.locator("#player-badge")).to_be_visible()
+    assert room(box).prompt is None and not room(box).playing
+    assert tv.video("v.paused")
+
     tv.press("Enter")  # the teacher resumes
     tv.wait_video("!v.paused && v.currentTime > 2.5")
     expect(overlay).to_be_hidden()
 
-    tv.go("Escape", "lesson")  # leaves the player, back where we were
+    tv.go("Escape", "lesson")  # stops the lesson in the room and leaves the player, back where we were
     expect(tv.focused).to_have_attribute("data-role", "video")
     assert tv.video("v.paused")
+    assert room(box).lesson is None
 
 
 @pytest.mark.usefixtures("lessons")
-def test_seeking_back_before_a_pause_point_stops_there_again(tv: TV) -> None:
+def test_the_tv_stops_where_the_room_says_not_by_itself(tv: TV, box: Box) -> None:
+    open_lesson_1_chinese(tv)
+    tv.go("Enter", "player")
+    tv.wait_video("!v.paused && v.currentTime > 0.3")
+    # The lesson's data still has its point at 2.0 s; this room skips it, and the TV plays on through it.
+    box.classroom.command(ROOM, "test-phone", 1, "remove_point", {"at": 2.0})
+    tv.wait_video("!v.paused && v.currentTime > 2.6")
+    expect(tv.page.locator("#pause-overlay")).to_be_hidden()
+    assert room(box).playing and room(box).prompt is None
+
+
+@pytest.mark.usefixtures("lessons")
+def test_seeking_back_before_a_pause_point_stops_there_again(tv: TV, box: Box) -> None:
     open_lesson_1_chinese(tv)
     tv.go("Enter", "player")
     tv.wait_overlay("pause")
     tv.press("Enter")
     tv.wait_video("!v.paused && v.currentTime > 2.3")
-    tv.press("ArrowLeft")  # −10 s: back to the start, before the pause point
+    tv.press("ArrowLeft")  # −10 s for the room: back to the start, before the pause point
     tv.wait_video("v.currentTime < 2")
     tv.wait_overlay("pause")
+    assert room(box).position == 2.0
     assert tv.video("v.paused && Math.abs(v.currentTime - 2) < 0.3")
     expect(tv.page.locator("#pause-prompt")).to_have_text(PROMPT)
 
 
 @pytest.mark.usefixtures("lessons")
-def test_task_sheet_pages_flip_with_left_right_and_back_keys_return_to_each_place(tv: TV) -> None:
+def test_task_sheet_pages_flip_with_left_right_and_back_keys_return_to_each_place(tv: TV, box: Box) -> None:
     tv.open()
     tv.go("Enter", "grades")
     tv.press("ArrowRight")
@@ -260,8 +277,11 @@ def test_task_sheet_pages_flip_with_left_right_and_back_keys_return_to_each_plac
     tv.press("Enter")
     expect(tv.page.locator("#document")).to_have_class("layer")
 
+    assert room(box).document == 1 and room(box).page == 0  # the room shows the page, not only this TV
+
     # Back, level by level, each time onto the tile chosen before.
     tv.go("Escape", "lesson")
+    assert room(box).lesson is None  # opened for the sheet only: Back leaves the room as it was
     expect(tv.focused).to_have_attribute("data-role", "task_sheet")
     tv.go("Backspace", "lessons")
     expect(tv.focused).to_have_attribute("data-lesson-id", "test-lesson-3")

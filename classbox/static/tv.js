@@ -1,11 +1,15 @@
-/* The classroom TV page: browse the box's lessons and play them, driven by a TV remote's D-pad.
+/* The classroom TV page: show one room of the box and follow it, driven by a TV remote's D-pad.
  *
  * Plain ES2017 without optional chaining or other recent syntax: cheap Android TV boxes run old
  * Chromium WebViews. No framework and no build step; the CSP allows only this file as script.
  *
- * Screens form a stack (home → grades → subjects → lessons → lesson → player | document). Escape,
- * Backspace or a remote's Back key pops one screen (closing an overlay first); each screen keeps
- * the index of its focused tile so that going back lands where the teacher was.
+ * Two kinds of screens share one stack. Browsing the catalogue (home → grades → subjects → lessons →
+ * lesson) is this TV's own business. What the room shows — a lesson's video, a page of a document —
+ * lives on the box: the TV long-polls the room's state and follows it, and its own keys there become
+ * room commands, so every TV and phone of the room moves together. At most one room screen (player
+ * or document) sits on top of the stack. Escape, Backspace or a remote's Back key pops one browse
+ * screen (closing an overlay first); on a room screen it is a command (stop, close the document).
+ * Each browse screen keeps the index of its focused tile so that going back lands where the teacher was.
  */
 (function () {
   'use strict';
@@ -30,10 +34,20 @@
   };
   var PATH_LEVELS = ['stage', 'grade', 'subject', 'edition', 'volume', 'unit', 'lesson', 'period'];
   var FETCH_TIMEOUT_MS = 15000;
-  var PAUSE_EARLY_S = 0.05;   // stop this much before a pause point so the frame shown is the marked one
-  var CHECK_EVERY_MS = 100;   // timeupdate alone comes only every ~250 ms
+  var COMMAND_TIMEOUT_MS = 8000;
+  var POLL_WAIT_S = 25;             // the box holds a state request this long when nothing changes
+  var POLL_TIMEOUT_MS = 40000;      // ... so an answer later than this means the connection is gone
+  var BACKOFF_MAX_MS = 10000;       // a TV keeps asking at least this often while the box is away
+  var CODE_REFRESH_MS = 600000;     // the room code changes at midnight: ask again every 10 minutes
+  var TICK_MS = 250;
+  var REPORT_EVERY_S = 5;           // tell the box where the video is, so it waits for a screen that stalled
+  var DRIFT_S = 1;                  // a playing video further than this from the room's position seeks to it
+  var STILL_S = 0.04;               // a paused video this close to the room's position is left alone
   var SEEK_STEP_S = 10;
   var UI_HIDE_MS = 4000;
+  var STORE_ROOM = 'classbox.tv.room';
+  var STORE_CLIENT = 'classbox.tv.client';
+  var STORE_N = 'classbox.tv.n';
 
   function $(id) { return document.getElementById(id); }
 
@@ -46,12 +60,12 @@
   var video = $('video');
   var docLayer = $('document');
   var docImage = $('doc-image');
+  var roomPanel = $('room-panel');
 
   var stack = [];          // screens, the last one shown
   var loadToken = 0;       // bumps on every navigation so late answers are dropped
   var loadingTimer = null;
   var messageState = null; // the message's focus group: {items, index, onBack}
-  var positions = {};      // video url → seconds where the teacher left it
   var docPages = {};       // document url → page index last shown
 
   // ------------------------------------------------------------------ small helpers
@@ -83,6 +97,22 @@
     return parts.length ? '?' + parts.join('&') : '';
   }
 
+  /* Return the value of a parameter of this page's address, or null. */
+  function pageParam(name) {
+    var pairs = location.search.replace(/^\?/, '').split('&');
+    for (var i = 0; i < pairs.length; i++) {
+      var eq = pairs[i].indexOf('=');
+      var key = eq < 0 ? pairs[i] : pairs[i].slice(0, eq);
+      if (key !== name) continue;
+      try {
+        return decodeURIComponent((eq < 0 ? '' : pairs[i].slice(eq + 1)).replace(/\+/g, ' '));
+      } catch (e) {
+        return null;
+      }
+    }
+    return null;
+  }
+
   function twoDigits(n) { return (n < 10 ? '0' : '') + n; }
 
   /* Format seconds as 03:07, or 1:03:07 past an hour. */
@@ -92,10 +122,34 @@
     return (h ? h + ':' : '') + twoDigits(Math.floor((s % 3600) / 60)) + ':' + twoDigits(s % 60);
   }
 
+  /* Seconds on a clock that only moves forwards: setting the TV's date does not jump it. */
+  function monoNow() {
+    return (window.performance && performance.now ? performance.now() : Date.now()) / 1000;
+  }
+
+  function later(ms) {
+    return new Promise(function (resolve) { setTimeout(resolve, ms); });
+  }
+
+  function remembered(key) {
+    try {
+      return window.localStorage.getItem(key);
+    } catch (e) {
+      return null;
+    }
+  }
+
+  function remember(key, value) {
+    try {
+      window.localStorage.setItem(key, value);
+    } catch (e) { /* storage refused: kept for this page only */ }
+  }
+
   function setOverlayState() {
     var name = '';
     if (!message.hidden) name = 'message';
     else if (!$('pause-overlay').hidden) name = 'pause';
+    else if (!$('offer-overlay').hidden) name = 'offer';
     else if (!$('end-overlay').hidden) name = 'ended';
     body.setAttribute('data-overlay', name);
   }
@@ -104,25 +158,37 @@
 
   // ------------------------------------------------------------------ fetching
 
-  function HttpError(status) {
+  function HttpError(status, data) {
     this.status = status;
+    this.code = data && data.code;
   }
 
-  function getJSON(url) {
+  /* Send a request and resolve with its JSON answer; reject with HttpError or a network error. */
+  function requestJSON(method, url, payload, timeoutMs) {
     return new Promise(function (resolve, reject) {
       var settled = false;
+      var controller = typeof AbortController === 'function' ? new AbortController() : null;
       var timer = setTimeout(function () {
         if (settled) return;
         settled = true;
+        if (controller) controller.abort();
         reject(new Error('timeout'));
-      }, FETCH_TIMEOUT_MS);
+      }, timeoutMs || FETCH_TIMEOUT_MS);
       function finish(fn, value) {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
         fn(value);
       }
-      fetch(url, { headers: { Accept: 'application/json' }, cache: 'no-store' }).then(function (response) {
+      // credentials: Chromium before 72 sent no cookies by default, and commands need the pairing cookie.
+      var init = { method: method, headers: { Accept: 'application/json' }, cache: 'no-store',
+        credentials: 'same-origin' };
+      if (controller) init.signal = controller.signal;
+      if (payload !== null && payload !== undefined) {
+        init.headers['Content-Type'] = 'application/json';
+        init.body = JSON.stringify(payload);
+      }
+      fetch(url, init).then(function (response) {
         return response.json().then(function (data) {
           return { response: response, data: data };
         }, function () {
@@ -130,12 +196,14 @@
         });
       }).then(function (result) {
         if (result.response.ok && result.data) finish(resolve, result.data);
-        else finish(reject, new HttpError(result.response.status));
+        else finish(reject, new HttpError(result.response.status, result.data));
       }, function (err) {
         finish(reject, err);
       });
     });
   }
+
+  function getJSON(url) { return requestJSON('GET', url, null, FETCH_TIMEOUT_MS); }
 
   function showLoading() {
     clearTimeout(loadingTimer);
@@ -193,8 +261,9 @@
     var entry = top();
     if (!entry) return null;
     if (entry.screen === 'player') {
-      if (!$('end-overlay').hidden) return player.endGroup;
       if (!$('pause-overlay').hidden) return { items: [$('pause-continue')], index: 0 };
+      if (!$('offer-overlay').hidden) return player.offerGroup;
+      if (!$('end-overlay').hidden) return player.endGroup;
       return null;
     }
     if (entry.screen === 'document') return null;
@@ -348,9 +417,15 @@
     show(entry);
   }
 
-  function replaceAll(entry) {
+  /* Make entry the only browse screen; a room screen on top stays there unless dropRoom. */
+  function replaceAll(entry, dropRoom) {
+    var roomEntry = !dropRoom && top() && top().room ? stack.pop() : null;
     while (stack.length) leave(stack.pop());
     stack.push(entry);
+    if (roomEntry) {
+      stack.push(roomEntry);  // still on screen: the home screen shows when the room's lesson ends
+      return;
+    }
     show(entry);
   }
 
@@ -362,7 +437,7 @@
     return true;
   }
 
-  /* Close what is in front (message, loading, player overlay) or go back one screen. */
+  /* Close what is in front (message, loading) or go back one screen; on a room screen, tell the room. */
   function back() {
     if (messageState) {
       messageState.onBack();
@@ -373,7 +448,10 @@
       return;
     }
     var entry = top();
-    if (entry && entry.screen === 'player' && player.closeOverlay()) return;
+    if (entry && entry.room) {
+      roomBack(entry);
+      return;
+    }
     popScreen();
   }
 
@@ -411,6 +489,7 @@
     playerLayer.hidden = entry.screen !== 'player';
     docLayer.hidden = entry.screen !== 'document';
     backButton.hidden = stack.length <= 1;
+    roomPanel.hidden = entry.screen !== 'home' || !room.name;
     renderCrumbs(entry.crumbs || []);
     if (entry.screen === 'player') {
       player.open(entry);
@@ -565,6 +644,7 @@
 
   function openLesson(from, lesson) {
     load('/api/v1/lessons/' + encodeURIComponent(lesson.id), function (data) {
+      room.lessons[data.id] = data;
       push({ screen: 'lesson', lesson: data, crumbs: from.crumbs.concat([data.title]), index: 0 });
     });
   }
@@ -595,16 +675,15 @@
     main.appendChild(head);
     var actions = el('div', 'grid grid-actions');
     var videos = lessonVideos(lesson);
-    videos.forEach(function (asset) {
+    // The room plays the lesson's first video (and stops at the pause points of all of them).
+    videos.slice(0, 1).forEach(function (asset) {
       var n = (asset.pause_points || []).length;
       var tile = el('button', 'tile action-tile play');
       tile.type = 'button';
       tile.setAttribute('data-role', 'video');
-      tile.appendChild(el('span', 'label', '▶ 播放视频' + (videos.length > 1 ? '（' + asset.name + '）' : '')));
-      var left = positions[asset.url];
-      var meta = n ? '有 ' + n + ' 个暂停点，到点自动暂停' : '没有暂停点';
-      tile.appendChild(el('span', 'meta', left ? '从 ' + clock(left) + ' 继续 · ' + meta : meta));
-      actions.appendChild(item(entry, tile, function () { openPlayer(entry, asset); }));
+      tile.appendChild(el('span', 'label', '▶ 播放视频'));
+      tile.appendChild(el('span', 'meta', n ? '有 ' + n + ' 个暂停点，到点自动暂停' : '没有暂停点'));
+      actions.appendChild(item(entry, tile, function () { playInRoom(lesson); }));
     });
     var docs = lessonDocuments(lesson);
     docs.forEach(function (asset) {
@@ -613,7 +692,7 @@
       tile.setAttribute('data-role', asset.role);
       tile.appendChild(el('span', 'label', documentTitle(asset, docs)));
       tile.appendChild(el('span', 'meta', '共 ' + asset.pages.length + ' 页'));
-      actions.appendChild(item(entry, tile, function () { openDocument(entry, asset); }));
+      actions.appendChild(item(entry, tile, function () { showInRoom(lesson, asset); }));
     });
     main.appendChild(actions);
     var hidden = (lesson.assets || []).filter(function (a) {
@@ -629,18 +708,48 @@
     }
   }
 
-  var RENDER = { home: renderLevel, grades: renderLevel, subjects: renderLevel, lessons: renderLessons,
-    lesson: renderLesson };
-
-  function openPlayer(from, asset) {
-    push({ screen: 'player', lesson: from.lesson, asset: asset, crumbs: from.crumbs.concat(['视频']) });
-    requestFullscreen();
+  /* List the box's rooms, to choose which one this TV is in (once: it is remembered). */
+  function renderRooms(entry) {
+    heading('这台电视在哪个教室？', entry.note || '选择一次即可，以后打开就是这个教室');
+    var grid = el('div', 'grid grid-choices');
+    entry.rooms.forEach(function (r) {
+      var tile = el('button', 'tile choice');
+      tile.type = 'button';
+      tile.setAttribute('data-room', r.name);
+      tile.appendChild(el('span', 'label', r.name));
+      tile.appendChild(el('span', 'count', r['class'] || '\u00a0'));
+      grid.appendChild(item(entry, tile, function () { follow(r.name); }));
+    });
+    main.appendChild(grid);
   }
 
-  function openDocument(from, asset) {
-    var title = documentTitle(asset, lessonDocuments(from.lesson));
-    push({ screen: 'document', lesson: from.lesson, asset: asset, title: title,
-      crumbs: from.crumbs.concat([title]) });
+  var RENDER = { home: renderLevel, grades: renderLevel, subjects: renderLevel, lessons: renderLessons,
+    lesson: renderLesson, rooms: renderRooms };
+
+  /* Open the lesson in the room and play it, unless the box offers to continue where it was left. */
+  function playInRoom(lesson) {
+    requestFullscreen();
+    room.lessons[lesson.id] = lesson;
+    var steps = [];
+    if (!room.state || room.state.lesson !== lesson.id) steps.push(['open', { lesson: lesson.id }]);
+    steps.push(function (s) {
+      s = s || room.state;
+      return s && s.offer === null && !s.playing ? ['play'] : null;
+    });
+    roomCommands(steps);
+  }
+
+  /* Show a page of one of the lesson's documents in the room. */
+  function showInRoom(lesson, asset) {
+    room.lessons[lesson.id] = lesson;
+    var steps = [];
+    if (!room.state || room.state.lesson !== lesson.id) {
+      steps.push(['open', { lesson: lesson.id }]);
+      room.openedForDocument = lesson.id;  // so Back puts the room back as it was: nothing open
+    }
+    var page = Math.min(docPages[asset.url] || 0, asset.pages.length - 1);
+    steps.push(['document', { asset: lesson.assets.indexOf(asset), page: page }]);
+    roomCommands(steps);
   }
 
   function requestFullscreen() {
@@ -662,80 +771,566 @@
     } catch (e) { /* ignore */ }
   }
 
+  // ------------------------------------------------------------------ the room: following its state
+
+  var room = {
+    name: null,
+    generation: 0,        // bumps when the TV changes rooms so late answers for the old one are dropped
+    state: null,          // the room's state last applied
+    seen: null,           // the newest version heard of, asked "after" in the next poll
+    stash: null,          // a polled state held back while this TV's own commands are on the way
+    stashRestart: false,
+    inFlight: 0,
+    failures: 0,
+    pollTimer: null,
+    codeTimer: null,
+    code: null,
+    paired: null,         // a promise while pairing, then resolved; null to pair again
+    lessons: {},          // lesson id → /api/v1/lessons answer
+    fetching: {},
+    landBelow: false,     // this TV's Back stopped the lesson: show the screen below, not home
+    openedForDocument: null,
+    number: 0
+  };
+  var offsets = [];       // recent (box time − this TV's time) samples, in seconds
+
+  function roomUrl(path) {
+    return '/api/v1/rooms/' + encodeURIComponent(room.name) + path;
+  }
+
+  /* Take a sample of the box's clock. The answer left the box before it arrived: the largest
+     sample is the one least delayed, so the best of the recent ones is kept. */
+  function sampleClock(serverTime, arrival) {
+    if (typeof serverTime !== 'number') return;
+    var sample = serverTime - arrival;
+    if (offsets.length && Math.abs(sample - clockOffset()) > 5) offsets = [];  // the box's clock was set
+    offsets.push(sample);
+    if (offsets.length > 8) offsets.shift();
+  }
+
+  function clockOffset() {
+    return offsets.length ? Math.max.apply(null, offsets) : 0;
+  }
+
+  /* Return where the room's video is now, by the box's clock. */
+  function expectedPosition(s) {
+    if (!s.playing) return s.position;
+    return s.position + Math.max(0, monoNow() + clockOffset() - s.server_time);
+  }
+
+  function clientId() {
+    var id = remembered(STORE_CLIENT);
+    if (!id) {
+      id = 'tv-' + Math.random().toString(36).slice(2, 10) + Date.now().toString(36);
+      remember(STORE_CLIENT, id);
+    }
+    return id;
+  }
+
+  /* Number the next command; the box applies each number once, so a number is never used twice. */
+  function nextNumber() {
+    var n = Math.max(parseInt(remembered(STORE_N), 10) || 0, room.number) + 1;
+    room.number = n;
+    remember(STORE_N, String(n));
+    return n;
+  }
+
+  /* Show the room's name and code on the home screen; after the first, a new code also reloads the QR. */
+  function showRoomInfo() {
+    $('room-name').textContent = room.name;
+    $('room-code').textContent = room.code || '';
+    var line = '教室：' + room.name + (room.code ? '　房间码 ' + room.code : '');
+    $('foot-room').textContent = line;
+    $('foot-room').hidden = false;
+    $('player-address').textContent = '本机地址：' + BOX_URL + '　' + line;
+  }
+
+  function showCode(code) {
+    var qr = $('room-qr');
+    // The QR code is asked for only once the code is known: on a new box the first request makes the
+    // room's secret, and two at once could each make a different one.
+    if (!qr.getAttribute('src')) qr.src = roomUrl('/qr.svg');
+    else if (room.code !== null && room.code !== code) qr.src = roomUrl('/qr.svg') + '?day=' + encodeURIComponent(code);
+    room.code = code;
+    showRoomInfo();
+  }
+
+  function pairWith(code, again) {
+    var gen = room.generation;
+    room.paired = requestJSON('POST', roomUrl('/pair'), { code: code }, COMMAND_TIMEOUT_MS).then(function () {
+      return true;
+    }, function (err) {
+      if (gen === room.generation) room.paired = null;
+      if (again || gen !== room.generation || !(err instanceof HttpError && err.status === 400)) throw err;
+      // The code changed since it was read (midnight): pair once more with today's.
+      return getJSON(roomUrl('/pairing')).then(function (data) {
+        showCode(data.code);
+        return pairWith(data.code, true);
+      });
+    });
+    return room.paired;
+  }
+
+  /* Pair this TV with the room (a cookie) so that its keys can send commands. */
+  function ensurePaired() {
+    if (room.paired) return room.paired;
+    var gen = room.generation;
+    room.paired = getJSON(roomUrl('/pairing')).then(function (data) {
+      if (gen !== room.generation) throw new Error('room changed');
+      showCode(data.code);
+      room.paired = null;
+      return pairWith(data.code);
+    }, function (err) {
+      if (gen === room.generation) room.paired = null;
+      throw err;
+    });
+    return room.paired;
+  }
+
+  /* Ask for today's code; when it changed (midnight), show it and pair again. */
+  function refreshPairing() {
+    var gen = room.generation;
+    getJSON(roomUrl('/pairing')).then(function (data) {
+      if (gen !== room.generation) return;
+      var changed = data.code !== room.code;
+      showCode(data.code);
+      if (changed || !room.paired) {
+        pairWith(data.code).catch(function () { /* the next command pairs again */ });
+      }
+    }, function () {
+      // The box is away: the code on screen stays; without one yet, ask again soon.
+      if (gen === room.generation && room.code === null) setTimeout(refreshPairing, 5000);
+    });
+  }
+
+  /* Show a room: remember it, follow its state, pair, and open the home screen under it. */
+  function follow(name) {
+    if (room.name !== name) {
+      room.generation += 1;
+      room.state = null;
+      room.seen = null;
+      room.stash = null;
+      room.paired = null;
+      room.code = null;
+      room.failures = 0;
+      room.inFlight = 0;
+      room.landBelow = false;
+      room.openedForDocument = null;
+    }
+    if (room.code === null) $('room-qr').removeAttribute('src');
+    room.name = name;
+    remember(STORE_ROOM, name);
+    showRoomInfo();
+    clearTimeout(room.pollTimer);
+    poll(room.generation);
+    refreshPairing();
+    clearInterval(room.codeTimer);
+    room.codeTimer = setInterval(refreshPairing, CODE_REFRESH_MS);
+    openLevel(0, {}, [], true);
+  }
+
+  /* Ask the box for the room's state, waiting for a change; forever, backing off while it is away. */
+  function poll(gen) {
+    if (gen !== room.generation) return;
+    var after = room.seen === null ? -1 : room.seen;
+    var asked = monoNow();
+    var url = roomUrl('/state') + '?after=' + after + '&wait=' + POLL_WAIT_S;
+    requestJSON('GET', url, null, POLL_TIMEOUT_MS).then(function (data) {
+      if (gen !== room.generation) return;
+      room.failures = 0;
+      setConnected(true);
+      takeState(data, 'poll', after);
+      var wait = data.retry_after > 0 ? data.retry_after * 1000 : 0;
+      // Never spin: an unchanged state answered at once (it should not happen) waits a second.
+      if (!wait && data.version === after && monoNow() - asked < 0.1) wait = 1000;
+      room.pollTimer = setTimeout(function () { poll(gen); }, wait);
+    }, function (err) {
+      if (gen !== room.generation) return;
+      if (err instanceof HttpError && err.status === 404) {
+        roomGone();
+        return;
+      }
+      room.failures += 1;
+      if (room.failures >= 2) setConnected(false);
+      var wait = Math.min(BACKOFF_MAX_MS, 500 * Math.pow(2, room.failures - 1)) * (0.75 + Math.random() * 0.5);
+      room.pollTimer = setTimeout(function () { poll(gen); }, wait);
+    });
+  }
+
+  function setConnected(ok) {
+    $('connection').hidden = ok;
+  }
+
+  /* Take a state from the box: from the poll (source 'poll', asked after a version) or a reply. */
+  function takeState(data, source, after) {
+    if (!data || typeof data.version !== 'number') return;
+    sampleClock(data.server_time, monoNow());
+    // Versions only grow; one below what was asked for means the box started again.
+    var restart = source === 'poll' && typeof after === 'number' && data.version < after;
+    if (restart || room.seen === null || data.version > room.seen) room.seen = data.version;
+    if (source === 'poll' && room.inFlight > 0) {
+      // This TV's own command is on the way: show its outcome first, not a state from before it.
+      if (restart || !room.stash || data.version > room.stash.version) {
+        room.stash = data;
+        room.stashRestart = restart;
+      }
+      return;
+    }
+    if (restart || !room.state || data.version > room.state.version) applyState(data);
+  }
+
+  function flushStash() {
+    if (room.inFlight > 0 || !room.stash) return;
+    var s = room.stash;
+    room.stash = null;
+    if (room.stashRestart || !room.state || s.version > room.state.version) applyState(s);
+  }
+
+  function applyState(s) {
+    room.state = s;
+    if (room.openedForDocument && (s.lesson !== room.openedForDocument || s.playing)) room.openedForDocument = null;
+    renderRoom();
+  }
+
+  /* Make the top of the stack show what the room shows: nothing, the video, or a document page. */
+  function renderRoom() {
+    var s = room.state;
+    if (!s) return;
+    var current = top();
+    var onRoom = !!(current && current.room);
+    if (!s.lesson) {
+      if (onRoom) leaveRoomScreen();
+      room.landBelow = false;
+      return;
+    }
+    var lesson = room.lessons[s.lesson];
+    if (!lesson) {
+      fetchLesson(s.lesson);  // renders again when it arrives
+      return;
+    }
+    var asset = typeof s.document === 'number' ? (lesson.assets || [])[s.document] : null;
+    var want = asset && asset.pages && asset.pages.length ? 'document' : 'player';
+    if (onRoom && current.lesson.id === s.lesson && current.screen === want &&
+        (want === 'player' || current.assetIndex === s.document)) {
+      if (want === 'player') player.update();
+      else docViewer.update(s.page);
+      setOverlayState();
+      refocus();
+      return;
+    }
+    var entry;
+    if (want === 'player') {
+      entry = { screen: 'player', room: true, lesson: lesson, asset: lessonVideos(lesson)[0] || null,
+        crumbs: [lesson.title, '视频'] };
+    } else {
+      var title = documentTitle(asset, lessonDocuments(lesson));
+      entry = { screen: 'document', room: true, lesson: lesson, asset: asset, assetIndex: s.document,
+        page: Math.min(s.page, asset.pages.length - 1), title: title, crumbs: [lesson.title, title] };
+    }
+    cancelLoading();  // a browse answer still on its way must not land on top of the room's screen
+    if (onRoom) {
+      leave(stack.pop());
+      stack.push(entry);
+      show(entry);
+    } else {
+      push(entry);
+    }
+  }
+
+  /* The room shows nothing: back to where this TV's Back key was pressed, or else to the home screen. */
+  function leaveRoomScreen() {
+    leave(stack.pop());
+    if (!room.landBelow) while (stack.length > 1) leave(stack.pop());
+    room.landBelow = false;
+    if (!stack.length) {
+      playerLayer.hidden = true;
+      docLayer.hidden = true;
+      openLevel(0, {}, [], true);  // the room's screen came before the home screen had loaded
+      return;
+    }
+    show(top());
+  }
+
+  function fetchLesson(id) {
+    if (room.fetching[id]) return;
+    room.fetching[id] = true;
+    getJSON('/api/v1/lessons/' + encodeURIComponent(id)).then(function (data) {
+      delete room.fetching[id];
+      room.lessons[id] = data;
+      if (room.state && room.state.lesson === id) renderRoom();
+    }, function (err) {
+      delete room.fetching[id];
+      if (!room.state || room.state.lesson !== id) return;
+      if (err instanceof HttpError && err.status === 404) {
+        showMessage('找不到这节课', '教室里打开的这节课不在这台教学盒子上（或还没有下载完）。',
+          [{ label: '返回', action: hideMessage }]);
+        return;
+      }
+      setTimeout(function () { if (room.state && room.state.lesson === id) renderRoom(); }, 2000);
+    });
+  }
+
+  /* Back on a room screen: hide the prompt, close the document, or stop the lesson for the room. */
+  function roomBack(entry) {
+    var s = room.state;
+    if (!s || !s.lesson || room.landBelow) return;  // no lesson, or a stop already on its way
+    if (entry.screen === 'player' && s.prompt) {
+      roomCommands([['prompt', { show: false }]]);
+    } else if (entry.screen === 'document' && room.openedForDocument !== s.lesson) {
+      roomCommands([['close_document']]);
+    } else {
+      room.landBelow = true;
+      roomCommands([['stop']]);
+    }
+  }
+
+  function roomGone() {
+    room.generation += 1;
+    clearInterval(room.codeTimer);
+    var name = room.name;
+    room.name = null;
+    room.state = null;
+    remember(STORE_ROOM, '');
+    showMessage('找不到教室“' + name + '”', '它可能已经从教学盒子里删除了。请重新选择这台电视所在的教室。',
+      [{ label: '选择教室', action: function () { chooseRoom(null); } }], function () { chooseRoom(null); });
+  }
+
+  // ------------------------------------------------------------------ the room: commands and reports
+
+  function sendCommand(cmd, args) {
+    var payload = { client: clientId(), n: nextNumber(), cmd: cmd, args: args || {} };
+    var url = roomUrl('/commands');
+    function attempt(retries) {
+      return ensurePaired().then(function () {
+        return requestJSON('POST', url, payload, COMMAND_TIMEOUT_MS);
+      }).catch(function (err) {
+        if (retries <= 0) throw err;
+        if (err instanceof HttpError && err.status === 403) {
+          room.paired = null;  // the pairing ended with the day: pair again with today's code
+          return attempt(retries - 1);
+        }
+        if (err instanceof HttpError) throw err;
+        // The same number again: had the first one landed, the box would not apply it twice.
+        return later(500).then(function () { return attempt(retries - 1); });
+      });
+    }
+    return attempt(1);
+  }
+
+  /* Send commands one after the other (a step may be a function of the last answer that returns the
+     next command or null), then show the room as the last answer says. */
+  function roomCommands(steps) {
+    var gen = room.generation;
+    room.inFlight += 1;
+    var chain = Promise.resolve(null);
+    steps.forEach(function (step) {
+      chain = chain.then(function (state) {
+        var c = typeof step === 'function' ? step(state) : step;
+        return c ? sendCommand(c[0], c[1]) : state;
+      });
+    });
+    chain.then(function (state) {
+      if (gen !== room.generation) return;
+      room.inFlight -= 1;
+      if (state) takeState(state, 'reply');
+      flushStash();
+    }, function (err) {
+      if (gen !== room.generation) return;
+      room.inFlight -= 1;
+      room.landBelow = false;
+      flushStash();
+      commandFailed(err, steps);
+    });
+  }
+
+  function commandFailed(err, steps) {
+    if (err instanceof HttpError && err.status === 409) return;  // overtaken by another screen: the poll shows it
+    if (err instanceof HttpError && err.status === 404) {
+      showMessage('找不到这节课', '它可能已经从教学盒子里删除了。请返回重新选择。', [{ label: '返回', action: hideMessage }]);
+    } else if (err instanceof HttpError) {
+      showMessage('教学盒子出错了', '请稍后再试；如果一直出错，请联系技术员。（错误代码 ' + err.status + '）',
+        [{ label: '返回', action: hideMessage }]);
+    } else {
+      showMessage('无法连接到教学盒子，请检查网络', '请确认电视和教学盒子连在同一个网络上，然后按 确定 键重试。',
+        [{ label: '重试', action: function () { roomCommands(steps); } }, { label: '返回', action: hideMessage }]);
+    }
+  }
+
+  function sendReport(payload) {
+    var gen = room.generation;
+    requestJSON('POST', roomUrl('/report'), payload, COMMAND_TIMEOUT_MS).then(function (data) {
+      if (gen === room.generation) takeState(data, 'reply');
+    }, function () { /* the next report or the poll catches up */ });
+  }
+
   // ------------------------------------------------------------------ the player
 
   var player = (function () {
     var entry = null;
-    var points = [];
-    var passed = [];
     var ticker = null;
-    var exactTimer = null;
     var hideTimer = null;
-    var lastTime = 0;  // where playback was before an error, which may reset currentTime
+    var lastTime = 0;        // where playback was before an error, which may reset currentTime
+    var lastReport = 0;
+    var stalled = false;     // 'waiting' came: report when it plays again
+    var endReported = false;
+    var mutedByPolicy = false;
+    var points = [];
     var pauseOverlay = $('pause-overlay');
+    var offerOverlay = $('offer-overlay');
     var endOverlay = $('end-overlay');
     var status = $('player-status');
     var badge = $('player-badge');
+    var sound = $('player-sound');
     var fill = $('player-fill');
     var progress = $('player-progress');
-    var api = { endGroup: { items: [], index: 0 } };
+    var api = { endGroup: { items: [], index: 0 }, offerGroup: { items: [], index: 0 } };
 
     function active() { return entry !== null; }
+
+    /* Return the room's state if it is about the lesson shown, else null. */
+    function roomState() {
+      var s = room.state;
+      return entry && s && s.lesson === entry.lesson.id ? s : null;
+    }
 
     api.open = function (e) {
       if (entry === e) return;
       entry = e;
       lastTime = 0;
-      points = (e.asset.pause_points || []).slice().sort(function (a, b) { return a.at - b.at; });
-      passed = points.map(function () { return false; });
+      lastReport = monoNow();
+      stalled = false;
+      endReported = false;
       pauseOverlay.hidden = true;
+      offerOverlay.hidden = true;
       endOverlay.hidden = true;
       badge.hidden = true;
-      $('player-address').textContent = '本机地址：' + BOX_URL;
-      drawMarkers();
-      video.src = e.asset.url;
-      var resumeAt = positions[e.asset.url] || 0;
-      if (resumeAt > 0) {
-        video.currentTime = resumeAt;
-        rearm(resumeAt);
-      }
-      showUi();
-      play();
+      if (e.asset) video.src = e.asset.url;
+      else video.removeAttribute('src');
+      startTicking();
+      api.update();
     };
 
     api.close = function () {
       if (!entry) return;
-      if (!video.ended && video.currentTime > 1) positions[entry.asset.url] = video.currentTime;
-      else delete positions[entry.asset.url];
       entry = null;
       stopTicking();
       video.pause();
       video.removeAttribute('src');
       video.load();  // let go of the connection and the decoder: cheap boxes have little memory
       pauseOverlay.hidden = true;
+      offerOverlay.hidden = true;
       endOverlay.hidden = true;
+      sound.hidden = true;
       exitFullscreen();
     };
 
-    /* Close the pause or end overlay if one is shown; return whether one was. */
-    api.closeOverlay = function () {
-      if (!pauseOverlay.hidden) {
-        pauseOverlay.hidden = true;  // stay paused: the teacher may still be talking
-        setOverlayState();
-        showBadge();
-        refocus();
-        return true;
+    /* Show the room's state: its overlays, its pause points, and the video where the room is. */
+    api.update = function () {
+      var s = roomState();
+      if (!s) return;
+      points = (s.points || []).slice().sort(function (a, b) { return a.at - b.at; });
+      pauseOverlay.hidden = !s.prompt;
+      if (s.prompt) $('pause-prompt').textContent = s.prompt;
+      var offering = !s.prompt && typeof s.offer === 'number';
+      if (offering) {
+        $('offer-at').textContent = clock(s.offer);
+        if (offerOverlay.hidden) api.offerGroup.index = 0;
       }
-      return false;
+      offerOverlay.hidden = !offering;
+      var ending = !s.prompt && !offering && !!s.finished;
+      if (ending && endOverlay.hidden) buildEnd();
+      endOverlay.hidden = !ending;
+      if (!s.playing) endReported = false;
+      if (!entry.asset) {
+        badge.textContent = '这节课没有视频';
+        badge.hidden = false;
+      } else {
+        badge.textContent = '❚❚ 已暂停　按 确定 键继续';
+        badge.hidden = s.playing || !pauseOverlay.hidden || !offerOverlay.hidden || !endOverlay.hidden;
+      }
+      align();
+      drawMarkers();
+      showUi();
     };
+
+    /* Bring the video to where the room is: the box decides, the TV follows. */
+    function align() {
+      var s = roomState();
+      if (!s || !entry.asset || video.error) return;
+      var d = video.duration;
+      var known = video.readyState >= 1 && isFinite(d);
+      if (s.playing) {
+        var target = expectedPosition(s);
+        if (known && target >= d - 0.05) {  // the room is past the end of this video
+          if (!video.ended && !video.paused) return;  // it is about to end by itself
+          if (Math.abs(video.currentTime - d) > STILL_S) video.currentTime = d;
+          reportEnd();
+          return;
+        }
+        if (Math.abs(video.currentTime - target) > DRIFT_S || video.ended) seekTo(target);
+        if (video.paused) play();
+      } else {
+        if (!video.paused) video.pause();
+        var at = known ? Math.min(s.position, d) : s.position;
+        if (Math.abs(video.currentTime - at) > STILL_S) seekTo(at);
+      }
+    }
+
+    function seekTo(t) {
+      video.currentTime = Math.max(0, t);
+      lastReport = monoNow();  // report from where it plays, not from the seek
+    }
 
     function play() {
       var p = video.play();
       if (p && p.catch) {
         p.catch(function (err) {
-          if (err && err.name === 'NotAllowedError') showBadge('按 确定 键开始播放');
+          if (err && err.name === 'NotAllowedError' && !video.muted) {
+            // The browser allows sound only after a key press on this page; play in step without it.
+            mutedByPolicy = true;
+            video.muted = true;
+            sound.hidden = false;
+            align();
+          }
+          // An AbortError means a pause or a new video came first: nothing to do.
         });
       }
+    }
+
+    /* A key was pressed: the browser now allows sound. Return whether the video was muted for want of it. */
+    api.unmute = function () {
+      if (!mutedByPolicy) return false;
+      mutedByPolicy = false;
+      video.muted = false;
+      sound.hidden = true;
+      return active();
+    };
+
+    function reportEnd() {
+      var s = roomState();
+      if (!s || !s.playing || endReported) return;
+      endReported = true;
+      sendReport({ lesson: s.lesson, position: Math.round(video.currentTime * 1000) / 1000, ended: true });
+    }
+
+    function reportPosition() {
+      var s = roomState();
+      if (!s || !s.playing || video.paused || video.seeking || video.ended) return;
+      lastReport = monoNow();
+      sendReport({ lesson: s.lesson, position: Math.round(video.currentTime * 1000) / 1000 });
+    }
+
+    function tick() {
+      updateStatus();
+      var s = roomState();
+      if (!s || !s.playing || video.paused || video.seeking || video.readyState < 3) return;
+      var target = expectedPosition(s);
+      // A screen ahead of the room comes back; one behind says so instead, and the box waits for it.
+      if (video.currentTime - target > DRIFT_S && !(isFinite(video.duration) && target >= video.duration)) {
+        seekTo(target);
+        return;
+      }
+      if (monoNow() - lastReport >= REPORT_EVERY_S) reportPosition();
     }
 
     function drawMarkers() {
@@ -751,7 +1346,7 @@
     }
 
     function nextPoint(t) {
-      for (var i = 0; i < points.length; i++) if (!passed[i] && points[i].at >= t - PAUSE_EARLY_S) return points[i];
+      for (var i = 0; i < points.length; i++) if (points[i].at > t + 0.05) return points[i];
       return null;
     }
 
@@ -763,7 +1358,8 @@
       var next = nextPoint(t);
       text += next ? '　下一个暂停点 ' + clock(next.at) : (points.length ? '　后面没有暂停点了' : '');
       status.textContent = text;
-      $('player-toggle').textContent = video.paused ? '播放' : '暂停';
+      var s = roomState();
+      $('player-toggle').textContent = s && s.playing ? '暂停' : '播放';
       fill.style.width = (isFinite(d) && d > 0 ? Math.min(100, (t / d) * 100) : 0) + '%';
     }
 
@@ -778,162 +1374,102 @@
       updateStatus();
     }
 
-    function showBadge(text) {
-      if (!pauseOverlay.hidden || !endOverlay.hidden) return;
-      badge.textContent = text || '❚❚ 已暂停　按 确定 键继续';
-      badge.hidden = false;
-    }
-
-    /* After a seek to t: points before t count as passed, points from t on stop playback again. */
-    function rearm(t) {
-      for (var i = 0; i < points.length; i++) passed[i] = points[i].at < t;
-    }
-
-    function check() {
-      if (!entry || video.paused || !pauseOverlay.hidden) return;
-      var t = video.currentTime;
-      for (var i = 0; i < points.length; i++) {
-        if (!passed[i] && t >= points[i].at - PAUSE_EARLY_S) {
-          passed[i] = true;
-          stopAt(points[i]);
-          return;
-        }
-      }
-      // The interval may be late on a slow box: aim a timer at a point that is about to come.
-      clearTimeout(exactTimer);
-      var next = nextPoint(t);
-      if (next) {
-        var wait = (next.at - PAUSE_EARLY_S - t) / (video.playbackRate || 1);
-        if (wait < 0.4) exactTimer = setTimeout(check, Math.max(0, wait * 1000));
-      }
-    }
-
-    function stopAt(point) {
-      video.pause();
-      badge.hidden = true;
-      $('pause-prompt').textContent = point.prompt;
-      pauseOverlay.hidden = false;
-      setOverlayState();
-      showUi();
-      refocus();
-    }
-
-    function resume() {
-      pauseOverlay.hidden = true;
-      setOverlayState();
-      refocus();
-      play();
-    }
-
     function startTicking() {
-      if (!ticker) ticker = setInterval(function () { check(); updateStatus(); }, CHECK_EVERY_MS);
+      if (!ticker) ticker = setInterval(tick, TICK_MS);
     }
 
     function stopTicking() {
       clearInterval(ticker);
       ticker = null;
-      clearTimeout(exactTimer);
     }
 
     function seekBy(delta) {
-      if (!entry) return;
-      var d = video.duration;
-      var t = video.currentTime + delta;
-      if (isFinite(d)) t = Math.min(t, Math.max(0, d - 0.5));
-      t = Math.max(0, t);
-      video.currentTime = t;
-      rearm(t);
-      if (!pauseOverlay.hidden) {
-        pauseOverlay.hidden = true;
-        setOverlayState();
-        refocus();
-        showBadge();
-      }
+      if (!roomState()) return;
+      roomCommands([['seek', { by: delta }]]);
       showUi();
     }
 
+    /* Play or pause the room; on the prompt, play resumes the lesson. */
     function toggle() {
-      if (!pauseOverlay.hidden) {
-        resume();
-      } else if (video.paused) {
-        play();
-      } else {
-        video.pause();
-      }
+      var s = roomState();
+      if (!s) return;
+      roomCommands([[s.playing ? 'pause' : 'play']]);
       showUi();
     }
 
-    function showEnd() {
+    function buildEnd() {
       var group = api.endGroup;
       group.items = [];
       group.index = 0;
       var box = $('end-actions');
       clear(box);
-      var lessonEntry = stack[stack.length - 2];
-      box.appendChild(item(group, el('button', 'tile action', '重新播放'), function () {
-        endOverlay.hidden = true;
-        setOverlayState();
-        video.currentTime = 0;
-        rearm(0);
-        refocus();
-        play();
-      }));
-      lessonDocuments(entry.lesson).slice(0, 3).forEach(function (asset) {
+      var lesson = entry.lesson;
+      box.appendChild(item(group, el('button', 'tile action', '重新播放'), function () { roomCommands([['play']]); }));
+      lessonDocuments(lesson).slice(0, 3).forEach(function (asset) {
+        var index = lesson.assets.indexOf(asset);
         box.appendChild(item(group, el('button', 'tile action', '打开' + ROLE_NAMES[asset.role]), function () {
-          back();
-          if (lessonEntry && top() === lessonEntry) openDocument(lessonEntry, asset);
+          roomCommands([['document', { asset: index, page: 0 }]]);
         }));
       });
       box.appendChild(item(group, el('button', 'tile action', '返回课程'), back));
-      badge.hidden = true;
-      pauseOverlay.hidden = true;
-      endOverlay.hidden = false;
-      setOverlayState();
-      showUi();
-      refocus();
     }
 
-    video.addEventListener('play', function () { badge.hidden = true; startTicking(); showUi(); });
-    video.addEventListener('playing', function () { badge.hidden = true; updateStatus(); });
-    video.addEventListener('pause', function () {
-      stopTicking();
-      if (active() && !video.ended) showBadge();
-      showUi();
+    function chooseStart(start) {
+      var s = roomState();
+      if (s) roomCommands([['open', { lesson: s.lesson, start: start }], ['play']]);
+    }
+
+    item(api.offerGroup, $('offer-resume'), function () { chooseStart('resume'); });
+    item(api.offerGroup, $('offer-beginning'), function () { chooseStart('beginning'); });
+
+    video.addEventListener('play', showUi);
+    video.addEventListener('pause', showUi);
+    video.addEventListener('playing', function () {
+      if (!active()) return;
+      updateStatus();
+      if (stalled) {  // it caught up after a stall: tell the box where it really is
+        stalled = false;
+        reportPosition();
+      }
     });
     video.addEventListener('timeupdate', function () {
       if (active()) lastTime = video.currentTime;
-      check();
       updateStatus();
     });
-    video.addEventListener('seeking', function () { rearm(video.currentTime); updateStatus(); });
-    video.addEventListener('loadedmetadata', function () { drawMarkers(); updateStatus(); });
-    video.addEventListener('waiting', function () { if (active()) status.textContent = '正在缓冲…'; });
-    video.addEventListener('ended', function () { if (active()) showEnd(); });
+    video.addEventListener('loadedmetadata', function () {
+      if (!active()) return;
+      align();  // time went by while it loaded
+      drawMarkers();
+      updateStatus();
+    });
+    video.addEventListener('waiting', function () {
+      if (!active()) return;
+      stalled = true;
+      status.textContent = '正在缓冲…';
+    });
+    video.addEventListener('ended', function () { if (active()) reportEnd(); });
     video.addEventListener('error', function () {
       if (!active() || !video.getAttribute('src')) return;
-      var leave = function () { hideMessage(); back(); };
       if (video.error && video.error.code === 2) {  // MEDIA_ERR_NETWORK: the box or the Wi-Fi went away
         var at = lastTime;
-        showMessage('无法连接到教学盒子，请检查网络', '视频停在 ' + clock(at) + '。网络恢复后按 确定 键从这里继续。',
-          [{ label: '重试', action: function () { reload(at); } }, { label: '返回课程', action: back }], leave);
+        showMessage('无法连接到教学盒子，请检查网络', '视频停在 ' + clock(at) + '。网络恢复后按 确定 键继续。',
+          [{ label: '重试', action: reload }, { label: '返回课程', action: back }]);
         return;
       }
       showMessage('这个视频无法播放', '文件可能已损坏，或者这台电视不支持它的格式。请联系技术员。',
-        [{ label: '返回课程', action: back }], leave);
+        [{ label: '返回课程', action: back }]);
     });
 
-    function reload(at) {
-      if (!entry) return;
+    function reload() {
+      if (!entry || !entry.asset) return;
       video.src = entry.asset.url;
-      video.currentTime = at;
-      rearm(at);
-      play();
+      align();
     }
 
-    video.addEventListener('click', function () { if (active()) toggle(); });
+    video.addEventListener('click', function () { if (active() && !api.unmute()) toggle(); });
     badge.addEventListener('click', function () { if (active()) toggle(); });
-    $('pause-continue').activate = resume;
-    $('pause-continue').addEventListener('click', function (event) { event.preventDefault(); resume(); });
+    $('pause-continue').activate = toggle;
+    $('pause-continue').addEventListener('click', function (event) { event.preventDefault(); toggle(); });
     $('player-toggle').addEventListener('click', toggle);
     $('player-back10').addEventListener('click', function () { seekBy(-SEEK_STEP_S); });
     $('player-fwd10').addEventListener('click', function () { seekBy(SEEK_STEP_S); });
@@ -942,13 +1478,7 @@
 
     /* Handle a key in the player; return whether it was used. */
     api.key = function (action) {
-      if (!endOverlay.hidden) return false;  // the end overlay's buttons take the arrows
-      if (!pauseOverlay.hidden) {
-        if (action === 'ok' || action === 'playpause') { resume(); return true; }
-        if (action === 'left') { seekBy(-SEEK_STEP_S); return true; }
-        if (action === 'right') { seekBy(SEEK_STEP_S); return true; }
-        return action === 'up' || action === 'down';
-      }
+      if (!endOverlay.hidden || !offerOverlay.hidden) return false;  // their buttons take the arrows and OK
       if (action === 'ok' || action === 'playpause') toggle();
       else if (action === 'left') seekBy(-SEEK_STEP_S);
       else if (action === 'right') seekBy(SEEK_STEP_S);
@@ -997,9 +1527,15 @@
     api.open = function (e) {
       if (entry === e) return;
       entry = e;
-      if (typeof e.page !== 'number') e.page = Math.min(docPages[e.asset.url] || 0, e.asset.pages.length - 1);
       $('doc-title').textContent = e.title;
       setZoom(!!e.zoomed);
+      showPage();
+    };
+
+    /* The room turned the page. */
+    api.update = function (page) {
+      if (!entry || page === entry.page || page < 0 || page >= entry.asset.pages.length) return;
+      entry.page = page;
       showPage();
     };
 
@@ -1008,12 +1544,12 @@
       docImage.removeAttribute('src');
     };
 
+    /* Turn the page for the whole room. */
     function flip(delta) {
       if (!entry) return;
       var page = entry.page + delta;
       if (page < 0 || page >= entry.asset.pages.length) return;
-      entry.page = page;
-      showPage();
+      roomCommands([['page', { step: delta }]]);
     }
 
     function scroll(direction) {
@@ -1072,6 +1608,8 @@
     var action = keyAction(event);
     if (!action) return;
     event.preventDefault();  // no native button click, page scroll or history step: we do it
+    // A key press lets the browser play sound: the first OK only turns the sound of a muted video on.
+    if (player.unmute() && !messageState && (action === 'ok' || action === 'playpause')) return;
     if (action === 'back') {
       back();
       return;
@@ -1097,9 +1635,35 @@
 
   // ------------------------------------------------------------------ start
 
+  /* Show the box's rooms to choose from (note says why, if the one asked for is not there). */
+  function chooseRoom(note) {
+    if (messageState) hideMessage();
+    load('/api/v1/rooms', function (data) {
+      replaceAll({ screen: 'rooms', rooms: data.rooms || [], note: note, crumbs: ['选择教室'], index: 0 }, true);
+    });
+  }
+
+  /* Pick the room: ?room=NAME, else the one chosen before, else the only one, else ask. */
+  function pickRoom() {
+    var asked = pageParam('room');
+    var before = remembered(STORE_ROOM);
+    load('/api/v1/rooms', function (data) {
+      var rooms = data.rooms || [];
+      var names = rooms.map(function (r) { return r.name; });
+      if (asked && names.indexOf(asked) >= 0) follow(asked);
+      else if (!asked && before && names.indexOf(before) >= 0) follow(before);
+      else if (!asked && names.length === 1) follow(names[0]);
+      else {
+        var note = asked ? '这台教学盒子上没有“' + asked + '”，请从下面选择' : null;
+        replaceAll({ screen: 'rooms', rooms: rooms, note: note, crumbs: ['选择教室'], index: 0 }, true);
+      }
+    });
+  }
+
   function start() {
     if (messageState) hideMessage();
-    openLevel(0, {}, [], true);
+    if (room.name) openLevel(0, {}, [], true);
+    else pickRoom();
   }
 
   start();
