@@ -92,7 +92,7 @@ def serve(host: str | None, port: int | None, threads: int | None, no_demo: bool
         url = f"http://{netinfo.url_host(config.host)}:{bound_port}"
         click.echo(f"classbox {__version__}: {len(box.catalog)} lessons, data in {config.data_dir}")
         click.echo(f"  电视打开 (TV):    {url}/tv")
-        click.echo(f"  手机打开 (phone): {url}/tv")
+        click.echo(f"  手机打开 (phone): {url}/remote")
         if config.host in ("0.0.0.0", "::"):
             click.echo(f"  本机 (this machine): http://127.0.0.1:{bound_port}/tv")
         sys.stdout.flush()

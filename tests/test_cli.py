@@ -76,7 +76,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
 
 def test_first_start_installs_the_demo_and_prints_urls(served: Served) -> None:
     printed = "".join(served.output)
-    assert "手机打开 (phone): http://127.0.0.1:" in printed
+    assert "手机打开 (phone): http://127.0.0.1:" in printed and "/remote" in printed
     health = requests.get(served.url + "/-/health", timeout=5).json()
     assert health["channels"] == 1 and health["lessons"] >= 4
     grades = requests.get(served.url + "/api/v1/catalog", timeout=5).json()["facets"]["grade"]
