@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -59,10 +60,24 @@ class Box:
         # Screens and phones wait for changes in server threads: leave some for media and the API.
         self.classroom = Classroom(self.state, self.catalog, self.events, max_waiters=max(1, config.threads - 6))
         self.started_at = time.time()
+        self.box_id = self._identity()
         self._install_lock = threading.Lock()
         self._played_noted: dict[str, float] = {}
         self._scrub_lock = threading.Lock()
         self._listed_at = 0.0
+
+    def _identity(self) -> str:
+        # Made once, on the first start of a data directory: zeroconf names, reports and the hub know the box by it.
+        box_id = self.state.get("box_id")
+        if not box_id:
+            box_id = secrets.token_hex(8)
+            self.state.set("box_id", box_id)
+        return str(box_id)
+
+    @property
+    def short_id(self) -> str:
+        """Return the first six characters of the box id, for host names such as classbox-3fa9c2."""
+        return self.box_id[:6]
 
     def close(self) -> None:
         """Close the state and give up the data directory."""

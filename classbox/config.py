@@ -51,6 +51,9 @@ class Config:
     scrub_rate: str = field(default="4M", metadata={"env": "CLASSBOX_SCRUB_RATE"})
     free_margin: int = field(default=200 * 1024 * 1024, metadata={"env": "CLASSBOX_FREE_MARGIN"})
     quota: str = field(default="", metadata={"env": "CLASSBOX_QUOTA"})
+    provision_file: Path = field(default=Path("/boot/firmware/classbox.toml"), metadata={"env": "CLASSBOX_PROVISION"})
+    session_idle: int = field(default=1800, metadata={"env": "CLASSBOX_SESSION_IDLE"})
+    zeroconf_interfaces: str = field(default="all", metadata={"env": "CLASSBOX_ZEROCONF_INTERFACES"})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
@@ -80,6 +83,12 @@ class Config:
             raise ConfigError(f"CLASSBOX_FREE_MARGIN must be 0 or more bytes, got {self.free_margin}")
         if self.sync_interval < 10:
             raise ConfigError(f"CLASSBOX_SYNC_INTERVAL must be at least 10 seconds, got {self.sync_interval}")
+        if self.session_idle < 60:
+            raise ConfigError(f"CLASSBOX_SESSION_IDLE must be at least 60 seconds, got {self.session_idle}")
+        try:
+            parse_interfaces(self.zeroconf_interfaces)
+        except ValueError as exc:
+            raise ConfigError(f"CLASSBOX_ZEROCONF_INTERFACES: {exc}") from None
         if self.scrub_interval < 1:
             raise ConfigError(f"CLASSBOX_SCRUB_INTERVAL must be at least 1 second, got {self.scrub_interval}")
         for name, parse, value in (("CLASSBOX_SYNC_MAX_RATE", parse_rate, self.sync_max_rate),
@@ -106,6 +115,11 @@ class Config:
     def windows(self) -> list[tuple[int, int]]:
         """Return the allowed sync windows as (start, end) minutes after midnight."""
         return parse_windows(self.sync_windows)
+
+    @property
+    def interfaces(self) -> list[str] | None:
+        """Return the addresses zeroconf uses: None for every interface, [] for none."""
+        return parse_interfaces(self.zeroconf_interfaces)
 
     @property
     def sources(self) -> list[str]:
@@ -177,3 +191,21 @@ def in_window(windows: list[tuple[int, int]], minute_of_day: int) -> bool:
         if start > end and (minute_of_day >= start or minute_of_day < end):
             return True
     return False
+
+
+def parse_interfaces(text: str) -> list[str] | None:
+    """Parse 'all', 'off' or a comma-separated list of IP addresses (zeroconf's interfaces)."""
+    import ipaddress
+
+    lowered = (text or "all").strip().lower()
+    if lowered == "all":
+        return None
+    if lowered in {"off", "none"}:
+        return []
+    addresses = [a.strip() for a in text.split(",") if a.strip()]
+    for address in addresses:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise ValueError(f"{address!r} is not an IP address (give 'all', 'off' or addresses such as 192.168.1.20)")
+    return addresses
