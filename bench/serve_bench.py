@@ -282,8 +282,10 @@ def start_classbox(children: Children, cmd: list[str], data: Path, sha: str, log
     full = [*cmd, "serve", "--host", "127.0.0.1", "--port", "0", "--data", str(data), "--no-demo"]
     log("starting classbox: " + shlex.join(full))
     with open(logdir / "classbox.log", "wb") as errlog:  # the child keeps its own copy of the descriptor
+        # Benchmarks talk to loopback only: the box does not announce itself on the LAN.
+        env = {**os.environ, "CLASSBOX_ZEROCONF_INTERFACES": "off"}
         proc = children.popen(full, stdout=subprocess.PIPE, stderr=errlog, stdin=subprocess.DEVNULL,
-                              start_new_session=True, text=True, cwd=str(REPO))
+                              start_new_session=True, text=True, cwd=str(REPO), env=env)
     found: dict[str, int] = {}
     ready = threading.Event()
 

@@ -163,6 +163,7 @@ def child_env() -> dict[str, str]:
     """The environment for classbox: no CLASSBOX_* from the caller, no free-space margin, no rate cap."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLASSBOX_")}
     env["CLASSBOX_FREE_MARGIN"] = "0"
+    env["CLASSBOX_ZEROCONF_INTERFACES"] = "off"  # loopback only: no announcing on the LAN
     return env
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from . import keys
 from .box import Box
-from .errors import InvalidInput
+from .errors import InvalidInput, NotFound
 
 Body = dict[str, Any]
 
@@ -100,3 +100,12 @@ ACTIONS: dict[str, Callable[[Box, Body], Body]] = {
     "channels": add_channel, "subscriptions": subscribe, "scrub": scrub, "pins": pin,
     "rooms": rooms, "timetable": timetable, "bookings": book,
 }
+
+
+def run(box: Box, action: str, body: Any) -> Body:
+    """Run one named action with a JSON body; NotFound for an unknown action, InvalidInput for a bad body."""
+    if action not in ACTIONS:
+        raise NotFound(f"no action {action!r}; use {', '.join(ACTIONS)}")
+    if not isinstance(body, dict):
+        raise InvalidInput("the body must be a JSON object")
+    return ACTIONS[action](box, body)

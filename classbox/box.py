@@ -8,11 +8,13 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from tinydb import where
 
 from . import channel, keys
+from .accounts import Accounts, Sessions
 from .catalog import Catalog
 from .channel import Blob, Manifest
 from .classroom import Classroom
@@ -20,6 +22,8 @@ from .config import PACKAGE_DIR, Config
 from .datadir import DataDir, DataDirLock
 from .errors import ChannelRejected, ConfigError, NotFound
 from .events import EventLog
+from .jobs import Jobs
+from .setup import Setup
 from .space import Holdings, Space
 from .storage import State
 from .store import Store
@@ -61,6 +65,10 @@ class Box:
         self.classroom = Classroom(self.state, self.catalog, self.events, max_waiters=max(1, config.threads - 6))
         self.started_at = time.time()
         self.box_id = self._identity()
+        self.accounts = Accounts(self.state)
+        self.sessions = Sessions(config.session_idle)
+        self.setup = Setup(self.state, self.accounts, config.provision_file)
+        self.jobs = Jobs()
         self._install_lock = threading.Lock()
         self._played_noted: dict[str, float] = {}
         self._scrub_lock = threading.Lock()
@@ -253,6 +261,23 @@ class Box:
             log.warning("scrub: %d damaged files moved to quarantine: %s", len(bad), ", ".join(bad))
             self.catalog.reload()
         return bad
+
+    def storage(self) -> list[dict[str, Any]]:
+        """Return per active channel: lessons ready, and bytes held of the bytes its files take."""
+        ready = {info.id: info for info in self.catalog.channels()}
+        usage = self.store.usage()
+        out = []
+        for manifest in self.catalog.manifests():
+            blobs = manifest.blobs()
+            info = ready.get(manifest.id)
+            out.append({
+                "channel": manifest.id, "title": manifest.title, "version": manifest.version,
+                "lessons": len(manifest.lessons), "ready": info.ready if info else 0,
+                "files": len(blobs), "files_held": sum(1 for sha in blobs if sha in usage),
+                "bytes": sum(b.size for b in blobs.values()),
+                "bytes_held": sum(usage[sha][0] for sha in blobs if sha in usage),
+            })
+        return out
 
     def _manifest_blobs(self, channel_id: str) -> dict[str, Blob]:
         found = channel.installed_manifest(self.data.root, channel_id)

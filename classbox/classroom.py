@@ -44,6 +44,20 @@ AUTO_OPEN_WINDOW = 600.0   # a period's lesson is opened within this many second
 PAIR_FAILS = 10            # wrong codes allowed per address ...
 PAIR_FAIL_WINDOW = 600.0   # ... in this many seconds
 MAX_NAME = 20
+MAX_SCREENS = 200          # screens remembered for the dashboard; the longest unseen is forgotten first
+SCREEN_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+SCREEN_KINDS = ("tv", "phone")
+
+
+@dataclass(frozen=True)
+class Screen:
+    """A TV or phone that showed a room, as the dashboard lists it."""
+
+    room: str
+    id: str
+    kind: str
+    address: str
+    seen: float
 
 
 @dataclass(frozen=True)
@@ -112,6 +126,7 @@ class Classroom:
         self._waiting = 0
         self._closing = False
         self._pair_fails: dict[str, list[float]] = {}
+        self._screens: dict[tuple[str, str], Screen] = {}
         # Made once here: made on first use, two requests at once could each make their own.
         self._pairing_secret = self._secret()
         with state.transaction() as db:
@@ -120,6 +135,23 @@ class Classroom:
                 table.insert({"name": DEFAULT_ROOM, "class": ""})
             for doc in table.all():
                 self._rooms[doc["name"]] = _Room(RoomState(doc["name"]), doc.get("class", ""))
+
+    # ------------------------------------------------------------ screens
+
+    def saw(self, room: str, screen_id: str, kind: str, address: str) -> None:
+        """Note that a screen asked for a room's state (kept in memory, for the dashboard)."""
+        if kind not in SCREEN_KINDS or not 1 <= len(screen_id) <= 40 or not set(screen_id) <= SCREEN_ID_CHARS:
+            raise InvalidInput("screen: 1-40 letters, digits, '-' or '_'; kind: tv or phone")
+        with self._cond:
+            self._room(room)
+            self._screens[(room, screen_id)] = Screen(room, screen_id, kind, address, self.clock())
+            if len(self._screens) > MAX_SCREENS:
+                del self._screens[min(self._screens, key=lambda k: self._screens[k].seen)]
+
+    def screens(self) -> list[Screen]:
+        """Return the screens seen, by room and then most recently seen first."""
+        with self._cond:
+            return sorted(self._screens.values(), key=lambda s: (s.room, -s.seen))
 
     # ------------------------------------------------------------ rooms
 
@@ -131,8 +163,10 @@ class Classroom:
     def add_room(self, name: str, class_label: str = "") -> None:
         """Add a room (or change its class label)."""
         name, class_label = name.strip(), class_label.strip()
-        if not name or len(name) > MAX_NAME or any(c in name for c in "/\\?#%<>\"'"):
-            raise InvalidInput(f"room name: {name!r} must be 1-{MAX_NAME} characters without / \\ ? # % < > quotes")
+        if not name or len(name) > MAX_NAME or any(c in name for c in "/\\?#%<>\"'") \
+                or any(ord(c) < 32 or ord(c) == 127 for c in name + class_label):
+            raise InvalidInput(f"room name: {name!r} must be 1-{MAX_NAME} characters without / \\ ? # % < > quotes "
+                               "or control characters")
         with self._cond, self.state.transaction() as db:
             db.table("rooms").upsert({"name": name, "class": class_label}, where("name") == name)
             room = self._rooms.setdefault(name, _Room(RoomState(name)))

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -64,12 +65,13 @@ def serve(host: str | None, port: int | None, threads: int | None, no_demo: bool
     """Serve the box to the classroom TVs and phones."""
     import waitress
 
-    from . import create_app, netinfo
+    from . import create_app, logring, netinfo
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = _config(host=host, port=port, threads=threads, data_dir=data, demo=False if no_demo else None)
     signal.signal(signal.SIGTERM, _stop)
     app = create_app(config)
+    app.extensions["classbox_logring"] = logring.install()  # the dashboard's recent problems and log lines
     box = app.extensions["classbox"]
 
     def stop(signum: int, frame: object) -> None:
@@ -82,6 +84,7 @@ def serve(host: str | None, port: int | None, threads: int | None, no_demo: bool
     signal.signal(signal.SIGINT, stop)
     try:
         box.first_start()
+        box.setup.start()
         server = waitress.create_server(app, host=config.host, port=config.port, threads=config.threads,
                                         ident="classbox")
         bound_port = int(getattr(server, "effective_port", config.port))
@@ -89,6 +92,7 @@ def serve(host: str | None, port: int | None, threads: int | None, no_demo: bool
         storage.atomic_write(box.data.serve_file, json.dumps(served).encode(), mode=0o600)
         worker = app.extensions["classbox_sync"]
         worker.start()
+        announcing, announcer = _announce(app, box, bound_port)
         url = f"http://{netinfo.url_host(config.host)}:{bound_port}"
         click.echo(f"classbox {__version__}: {len(box.catalog)} lessons, data in {config.data_dir}")
         click.echo(f"  电视打开 (TV):    {url}/tv")
@@ -103,6 +107,8 @@ def serve(host: str | None, port: int | None, threads: int | None, no_demo: bool
         finally:
             server.close()
             worker.stop()
+            announcing.set()
+            announcer.join(timeout=5)  # the goodbye: other boxes drop this one now, not in an hour
             storage.remove_file(box.data.serve_file)
     finally:
         box.close()
@@ -110,6 +116,47 @@ def serve(host: str | None, port: int | None, threads: int | None, no_demo: bool
 
 def _stop(signum: int, frame: object) -> None:
     raise SystemExit(0)
+
+
+def _announce(app: Any, box: Any, port: int) -> tuple[threading.Event, threading.Thread]:
+    """Announce the box with zeroconf from a thread of its own; set the event returned to stop and say goodbye."""
+    from .discovery import Announcement, Discovery
+
+    settings = box.setup.settings()
+    announcement = Announcement(box_id=box.box_id, name=settings.box_name or f"classbox-{box.short_id}",
+                                school=settings.school, version=__version__, role="box", port=port)
+    discovery = Discovery(announcement, box.config.interfaces)
+    app.extensions["classbox_discovery"] = discovery
+    stop = threading.Event()
+    thread = threading.Thread(target=discovery.run, args=(stop,), name="zeroconf", daemon=True)
+    thread.start()
+    return stop, thread
+
+
+@main.command()
+@click.option("--port", type=int, help="port the box serves on [default 8080, env CLASSBOX_PORT]")
+@click.option("--sample", type=click.IntRange(min=0), default=20, show_default=True,
+              help="how many stored files to re-hash, chosen at random")
+@data_option
+def doctor(port: int | None, sample: int, data: Path | None) -> None:
+    """Check the box, also while it serves: one line per check, exit status 1 if any fails."""
+    from .doctor import run_checks
+
+    checks = run_checks(_config(data_dir=data, port=port), sample=sample)
+    for check in checks:
+        click.echo(check.line())
+    if not all(check.ok for check in checks):
+        sys.exit(1)
+
+
+@main.command("hash-password")
+def hash_password() -> None:
+    """Ask for a password twice and print its hash, for admin_password_hash in a provisioning file."""
+    from .accounts import hash_password as make_hash
+
+    password = click.prompt("admin password (at least 8 characters)", hide_input=True,
+                            confirmation_prompt=True, err=True)
+    click.echo(make_hash(password))
 
 
 @main.command()

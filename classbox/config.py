@@ -207,5 +207,6 @@ def parse_interfaces(text: str) -> list[str] | None:
         try:
             ipaddress.ip_address(address)
         except ValueError:
-            raise ValueError(f"{address!r} is not an IP address (give 'all', 'off' or addresses such as 192.168.1.20)")
+            raise ValueError(f"{address!r} is not an IP address "
+                             "(give 'all', 'off' or addresses such as 192.168.1.20)") from None
     return addresses

@@ -60,8 +60,28 @@ class InvalidInput(ClassboxError):
 
     code = "invalid_input"
 
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
 
 class Conflict(ClassboxError):
     """The request is valid but the box's current state does not allow it now."""
 
     code = "conflict"
+
+
+class LoginRefused(ClassboxError):
+    """A login failed, or the account must wait before trying again."""
+
+    code = "login_refused"
+
+    def __init__(self, message: str, wait: float = 0.0) -> None:
+        super().__init__(message)
+        self.wait = wait
+
+
+class ProvisionError(ClassboxError):
+    """The provisioning file cannot be used; nothing in it was applied."""
+
+    code = "bad_provisioning"

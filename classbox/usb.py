@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +107,19 @@ def find_drives(roots: list[Path], known_lessons: set[str], max_bytes: int) -> l
                 new |= {lesson.id for lesson in manifest.lessons} - known_lessons
             found.append(Drive(mount, tuple(ids), len(new)))
     return found
+
+
+def writable_drives(roots: list[Path]) -> list[Path]:
+    """Return the folders under the mount roots a channel export could go to: drives, writable by this user."""
+    found = []
+    for root in roots:
+        if not root.is_dir():
+            continue
+        for p in _subdirs(root):
+            # /media/<label> is a drive; /media/<user>/ is not one but holds them (desktop automounts).
+            inner = [] if os.path.ismount(p) or (p / USB_FOLDER).is_dir() else _subdirs(p)
+            found += inner or [p]
+    return sorted(p for p in found if os.access(p, os.W_OK))
 
 
 def _subdirs(path: Path) -> list[Path]:

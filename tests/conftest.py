@@ -23,6 +23,18 @@ from classbox.box import DEMO_KEY, DEMO_ROOT, Box
 from classbox.config import Config
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _quiet_network() -> Iterator[None]:
+    """Keep every `classbox serve` a test starts from announcing itself beyond this machine."""
+    before = os.environ.get("CLASSBOX_ZEROCONF_INTERFACES")
+    os.environ["CLASSBOX_ZEROCONF_INTERFACES"] = "off"  # a test that wants mDNS sets 127.0.0.1 itself
+    yield
+    if before is None:
+        del os.environ["CLASSBOX_ZEROCONF_INTERFACES"]
+    else:
+        os.environ["CLASSBOX_ZEROCONF_INTERFACES"] = before
+
+
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
     """Return the config of a box whose data lives in a temp directory, demo off."""

@@ -366,7 +366,8 @@
     const current = function () { return generation === follower.generation; };
     while (current()) {
       const after = follower.version;
-      const url = roomUrl(room) + '/state' + (after === null ? '' : '?after=' + after + '&wait=' + POLL_WAIT_S);
+      const url = roomUrl(room) + '/state?kind=phone&screen=' + encodeURIComponent(clientId()) +
+        (after === null ? '' : '&after=' + after + '&wait=' + POLL_WAIT_S);
       const request = {};
       follower.request = request;
       const asked = Date.now();

@@ -145,6 +145,16 @@
     } catch (e) { /* storage refused: kept for this page only */ }
   }
 
+  /* A name for this screen, kept by the browser, so the box's dashboard can list the room's screens. */
+  function screenId() {
+    var id = remembered('classbox.screen');
+    if (!id) {
+      id = 'tv-' + Math.random().toString(36).slice(2, 12);
+      remember('classbox.screen', id);
+    }
+    return id;
+  }
+
   function setOverlayState() {
     var name = '';
     if (!message.hidden) name = 'message';
@@ -934,7 +944,7 @@
     if (gen !== room.generation) return;
     var after = room.seen === null ? -1 : room.seen;
     var asked = monoNow();
-    var url = roomUrl('/state') + '?after=' + after + '&wait=' + POLL_WAIT_S;
+    var url = roomUrl('/state') + '?after=' + after + '&wait=' + POLL_WAIT_S + '&kind=tv&screen=' + screenId();
     requestJSON('GET', url, null, POLL_TIMEOUT_MS).then(function (data) {
       if (gen !== room.generation) return;
       room.failures = 0;

@@ -12,6 +12,7 @@ from ..box import Box
 from ..config import PACKAGE_DIR, Config
 from ..errors import ChannelRejected, ClassboxError, Conflict, NotFound
 from ..sync.worker import SyncWorker
+from . import counters
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +35,14 @@ def build_app(config: Config | None = None) -> Flask:
     box = Box(config)
     app.extensions["classbox"] = box
     app.extensions["classbox_sync"] = SyncWorker(box)  # started by `serve`, never here
+    counters.install(app)  # app.extensions["classbox_counters"]: requests, bytes sent, in flight
 
-    from . import api, control, media, mirror, ops, remote, rooms, tv
+    from . import admin, api, control, media, mirror, ops, remote, rooms, setup, tv
 
     app.config["CONTROL_TOKEN"] = secrets.token_urlsafe(32)
-    for module in (api, control, media, mirror, ops, remote, rooms, tv):
+    for module in (admin, api, control, media, mirror, ops, remote, rooms, setup, tv):
         app.register_blueprint(module.bp)
+    app.register_blueprint(admin.api)
 
     app.after_request(_security_headers)
     app.register_error_handler(ClassboxError, _classbox_error)

@@ -13,8 +13,7 @@ import hmac
 
 from flask import Blueprint, abort, current_app, jsonify, request
 
-from ..actions import ACTIONS
-from ..errors import InvalidInput
+from .. import actions
 from . import current_box
 
 bp = Blueprint("control", __name__, url_prefix="/api/v1/control")
@@ -33,9 +32,4 @@ def _require_token() -> None:
 @bp.post("/<action>")
 def run(action: str):  # type: ignore[no-untyped-def]
     """Run one action on the box and return its answer."""
-    if action not in ACTIONS:
-        abort(404, description=f"no action {action!r}; use {', '.join(ACTIONS)}")
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise InvalidInput("the body must be a JSON object")
-    return jsonify(ACTIONS[action](current_box(), body))
+    return jsonify(actions.run(current_box(), action, request.get_json(silent=True)))

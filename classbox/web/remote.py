@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, render_template, request
 
-from .tv import box_address
+from .tv import page_address
 
 bp = Blueprint("remote", __name__)
 
@@ -13,4 +13,4 @@ bp = Blueprint("remote", __name__)
 def remote():  # type: ignore[no-untyped-def]
     """Serve the remote; ?room=…&code=… (from the TV's QR code) pairs it at once."""
     return render_template("remote.html", room=request.args.get("room", ""), code=request.args.get("code", ""),
-                           box_url=box_address() + "/remote")
+                           box_url=page_address("remote"))

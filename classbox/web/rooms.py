@@ -36,6 +36,8 @@ def rooms():  # type: ignore[no-untyped-def]
 def state(room: str):  # type: ignore[no-untyped-def]
     """Return the room's state; with after=VERSION, wait up to `wait` seconds for a newer one."""
     after = request.args.get("after")
+    if request.args.get("screen"):
+        _classroom().saw(room, request.args["screen"], request.args.get("kind", "tv"), request.remote_addr or "")
     if after is None:
         return _state_json(_classroom().current(room))
     try:
