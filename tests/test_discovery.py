@@ -318,7 +318,19 @@ def test_serve_announces_the_box_lists_its_peers_in_admin_and_says_goodbye(
         assert wait_until(lambda: any(p["box_id"] == b_id for p in peers()), timeout=15)
         listed = next(p for p in peers() if p["box_id"] == b_id)
         assert listed["mirror_url"] == f"{b.url}/mirror"
-        assert f"{b.url}/mirror" in admin.get(a.url + "/admin", timeout=5).text  # offered as a sync source
+        page = admin.get(a.url + "/admin", timeout=5).text
+        assert f"{b.url}/mirror" in page and "从这台盒子同步" in page  # offered as a sync source
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+        refused = admin.post(a.url + "/admin/sync", data={"peer": "http://203.0.113.9/mirror", "csrf_token": token},
+                             timeout=5)
+        assert "不是" in refused.text or "not a box found" in refused.text
+        admin.post(a.url + "/admin/sync", data={"peer": f"{b.url}/mirror", "csrf_token": token}, timeout=5)
+
+        def synced_from_b() -> bool:
+            runs = requests.get(a.url + "/api/v1/sync", timeout=5).json()["runs"]
+            return any(r["sources"] == [f"{b.url}/mirror"] for r in runs)
+
+        assert wait_until(synced_from_b, timeout=15), "no sync run from the box found on the LAN"
 
         assert b.stop() == 0
         started.pop()

@@ -238,11 +238,20 @@ def _notice() -> tuple[str, str] | None:
 
 @bp.post("/sync")
 def sync_now():  # type: ignore[no-untyped-def]
-    """Start a sync now, outside the windows."""
+    """Start a sync now, outside the windows, from the configured sources or from a box found on the LAN."""
     worker = current_sync()
     if not worker.running:
         return _failed(ClassboxError("the sync worker is not running"))
-    worker.request_now()
+    peer = request.form.get("peer")
+    if peer:
+        # Only a box found on the LAN: the form cannot point the box at any address it likes.
+        discovery = current_app.extensions.get("classbox_discovery")
+        found = {p.mirror_url for p in discovery.peers()} if discovery is not None else set()
+        if peer not in found:
+            return _failed(InvalidInput(f"{peer} is not a box found on the LAN now; reload the page"))
+        worker.request_now(sources=[peer])
+    else:
+        worker.request_now()
     return _back("sync")
 
 
