@@ -65,7 +65,7 @@ def serve(host: str | None, port: int | None, threads: int | None, no_demo: bool
     """Serve the box to the classroom TVs and phones."""
     import waitress
 
-    from . import create_app, logring, netinfo
+    from . import create_app, logring, netinfo, sdnotify
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = _config(host=host, port=port, threads=threads, data_dir=data, demo=False if no_demo else None)
@@ -77,6 +77,7 @@ def serve(host: str | None, port: int | None, threads: int | None, no_demo: bool
     def stop(signum: int, frame: object) -> None:
         # waitress catches the SystemExit and waits up to 5 s for busy threads: answer the
         # screens parked waiting for a change first, so that they are not what it waits for.
+        sdnotify.stopping()
         box.classroom.release_waiters()
         raise SystemExit(0)
 
@@ -100,11 +101,21 @@ def serve(host: str | None, port: int | None, threads: int | None, no_demo: bool
         if config.host in ("0.0.0.0", "::"):
             click.echo(f"  本机 (this machine): http://127.0.0.1:{bound_port}/tv")
         sys.stdout.flush()
+        # The socket is bound and listening: a request from now on is answered once run() starts.
+        sdnotify.ready(f"{len(box.catalog)} lessons, {url}/tv")
+        interval = sdnotify.watchdog_interval()
+        watchdog = None
+        if interval is not None:
+            # Pet systemd's watchdog only while the server answers itself within a quarter of the interval.
+            probe = (_local_host(config.host), bound_port, min(interval / 4, 10))
+            watchdog = sdnotify.Watchdog(interval, healthy=lambda: _answers(*probe)).start()
         try:
             server.run()
         except (KeyboardInterrupt, SystemExit):
             log.info("stopping")
         finally:
+            if watchdog is not None:
+                watchdog.stop()
             server.close()
             worker.stop()
             announcing.set()
@@ -116,6 +127,26 @@ def serve(host: str | None, port: int | None, threads: int | None, no_demo: bool
 
 def _stop(signum: int, frame: object) -> None:
     raise SystemExit(0)
+
+
+def _local_host(host: str) -> str:
+    """Return the address this machine reaches a server bound to host on."""
+    return {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+
+
+def _answers(host: str, port: int, timeout: float) -> bool:
+    """Tell whether the server answers GET /-/version within timeout: the watchdog's health check."""
+    import http.client
+
+    # http.client, not urllib: no proxy from the environment between the box and itself.
+    connection = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        connection.request("GET", "/-/version")
+        return connection.getresponse().status == 200
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        connection.close()
 
 
 def _announce(app: Any, box: Any, port: int) -> tuple[threading.Event, threading.Thread]:
