@@ -10,10 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from tinydb import where
 
-from . import channel, keys
+from . import channel, keys, storage
 from .accounts import Accounts, Sessions
 from .catalog import Catalog
 from .channel import Blob, Manifest
@@ -65,6 +65,7 @@ class Box:
         self.classroom = Classroom(self.state, self.catalog, self.events, max_waiters=max(1, config.threads - 6))
         self.started_at = time.time()
         self.box_id = self._identity()
+        self.signing_key = self._signing_key()
         self.accounts = Accounts(self.state)
         self.sessions = Sessions(config.session_idle)
         self.setup = Setup(self.state, self.accounts, config.provision_file)
@@ -81,6 +82,21 @@ class Box:
             box_id = secrets.token_hex(8)
             self.state.set("box_id", box_id)
         return str(box_id)
+
+    def _signing_key(self) -> Ed25519PrivateKey:
+        # The box's own ed25519 key: it signs reports to a hub and, on a hub, the teaching points' channels.
+        folder = self.data.root / "identity"
+        private = folder / keys.PRIVATE_NAME
+        if not private.exists():
+            keys.generate(folder, overwrite=True)  # a crash between the two files leaves no public key: redo both
+        elif not (folder / keys.PUBLIC_NAME).exists():
+            storage.atomic_write(folder / keys.PUBLIC_NAME, keys.public_pem(keys.load_private(private).public_key()))
+        return keys.load_private(private)
+
+    @property
+    def public_key_pem(self) -> str:
+        """Return the box's public key, as a hub registers it."""
+        return keys.public_pem(self.signing_key.public_key()).decode()
 
     @property
     def short_id(self) -> str:

@@ -54,6 +54,8 @@ class Config:
     provision_file: Path = field(default=Path("/boot/firmware/classbox.toml"), metadata={"env": "CLASSBOX_PROVISION"})
     session_idle: int = field(default=1800, metadata={"env": "CLASSBOX_SESSION_IDLE"})
     zeroconf_interfaces: str = field(default="all", metadata={"env": "CLASSBOX_ZEROCONF_INTERFACES"})
+    role: str = field(default="box", metadata={"env": "CLASSBOX_ROLE"})
+    max_upload: str = field(default="2G", metadata={"env": "CLASSBOX_MAX_UPLOAD"})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
@@ -83,6 +85,8 @@ class Config:
             raise ConfigError(f"CLASSBOX_FREE_MARGIN must be 0 or more bytes, got {self.free_margin}")
         if self.sync_interval < 10:
             raise ConfigError(f"CLASSBOX_SYNC_INTERVAL must be at least 10 seconds, got {self.sync_interval}")
+        if self.role not in ("box", "hub"):
+            raise ConfigError(f"CLASSBOX_ROLE must be box or hub, got {self.role!r}")
         if self.session_idle < 60:
             raise ConfigError(f"CLASSBOX_SESSION_IDLE must be at least 60 seconds, got {self.session_idle}")
         try:
@@ -94,6 +98,7 @@ class Config:
         for name, parse, value in (("CLASSBOX_SYNC_MAX_RATE", parse_rate, self.sync_max_rate),
                                    ("CLASSBOX_SCRUB_RATE", parse_rate, self.scrub_rate),
                                    ("CLASSBOX_QUOTA", parse_size, self.quota),
+                                   ("CLASSBOX_MAX_UPLOAD", parse_size, self.max_upload),
                                    ("CLASSBOX_SYNC_WINDOWS", parse_windows, self.sync_windows)):
             try:
                 parse(value)
@@ -110,6 +115,16 @@ class Config:
         """Return the most bytes the blob store may hold, None for no quota."""
         size = parse_size(self.quota)
         return None if size is None else int(size)
+
+    @property
+    def is_hub(self) -> bool:
+        """Tell whether this box also runs the central school's hub."""
+        return self.role == "hub"
+
+    @property
+    def max_upload_bytes(self) -> int:
+        """Return the largest file a teacher may upload to a hub."""
+        return int(parse_size(self.max_upload) or 2 * 1024**3)
 
     @property
     def windows(self) -> list[tuple[int, int]]:

@@ -85,3 +85,9 @@ class ProvisionError(ClassboxError):
     """The provisioning file cannot be used; nothing in it was applied."""
 
     code = "bad_provisioning"
+
+
+class SignatureRejected(ClassboxError):
+    """A signed request is unsigned, signed by a key not known here, or its signature does not match."""
+
+    code = "bad_signature"

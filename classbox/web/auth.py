@@ -46,8 +46,8 @@ def _same_origin() -> bool:
     return urllib.parse.urlsplit(origin).netloc == request.host
 
 
-def gate(role: str) -> Callable[[], Any]:
-    """Make a before_request hook: set up first, then logged in with `role`, then a CSRF token on changes."""
+def gate(*roles: str, login: str = "admin.login") -> Callable[[], Any]:
+    """Make a before_request hook: set up first, then logged in with one of roles, then a CSRF token on changes."""
 
     def check() -> Any:
         box = current_box()
@@ -57,11 +57,12 @@ def gate(role: str) -> Callable[[], Any]:
             return redirect(url_for("setup.setup"))
         session = current_session()
         if session is None:
+            where = url_for(login)
             if _is_api():
-                return jsonify(error="log in first at /admin/login", code="login_needed"), 401
-            return redirect(url_for("admin.login", next=request.full_path.rstrip("?")))
-        if session.account.role != role:
-            abort(403, description=f"this page is for the {role} account")
+                return jsonify(error=f"log in first at {where}", code="login_needed"), 401
+            return redirect(url_for(login, next=request.full_path.rstrip("?")))
+        if session.account.role not in roles:
+            abort(403, description=f"this page is for {' or '.join(roles)} accounts")
         if request.method in UNSAFE:
             given = request.headers.get(CSRF_HEADER) or request.form.get(CSRF_FIELD, "")
             if not _same_origin() or not hmac.compare_digest(given.encode(), session.csrf.encode()):
