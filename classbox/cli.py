@@ -60,15 +60,19 @@ def main() -> None:
 @click.option("--port", type=int, help="port to listen on, 0 for any free one [default 8080, env CLASSBOX_PORT]")
 @click.option("--threads", type=int, help="worker threads [default 32, env CLASSBOX_THREADS]")
 @click.option("--no-demo", is_flag=True, help="do not install the demo channel into an empty data directory")
+@click.option("--hub", is_flag=True, help="also run the central school's hub (/hub) [env CLASSBOX_ROLE=hub]")
 @data_option
-def serve(host: str | None, port: int | None, threads: int | None, no_demo: bool, data: Path | None) -> None:
+def serve(host: str | None, port: int | None, threads: int | None, no_demo: bool, hub: bool,
+          data: Path | None) -> None:
     """Serve the box to the classroom TVs and phones."""
     import waitress
 
     from . import create_app, logring, netinfo, sdnotify
+    from .reporter import Reporter
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = _config(host=host, port=port, threads=threads, data_dir=data, demo=False if no_demo else None)
+    config = _config(host=host, port=port, threads=threads, data_dir=data, demo=False if no_demo else None,
+                     role="hub" if hub else None)
     signal.signal(signal.SIGTERM, _stop)
     app = create_app(config)
     app.extensions["classbox_logring"] = logring.install()  # the dashboard's recent problems and log lines
@@ -93,6 +97,8 @@ def serve(host: str | None, port: int | None, threads: int | None, no_demo: bool
         storage.atomic_write(box.data.serve_file, json.dumps(served).encode(), mode=0o600)
         worker = app.extensions["classbox_sync"]
         worker.start()
+        reporting = Reporter(box, worker.status, interval=config.report_interval).start()  # to its hub, if any
+        app.extensions["classbox_reporter"] = reporting
         announcing, announcer = _announce(app, box, bound_port)
         url = f"http://{netinfo.url_host(config.host)}:{bound_port}"
         click.echo(f"classbox {__version__}: {len(box.catalog)} lessons, data in {config.data_dir}")
@@ -118,6 +124,7 @@ def serve(host: str | None, port: int | None, threads: int | None, no_demo: bool
                 watchdog.stop()
             server.close()
             worker.stop()
+            reporting.stop()
             announcing.set()
             announcer.join(timeout=5)  # the goodbye: other boxes drop this one now, not in an hour
             storage.remove_file(box.data.serve_file)
@@ -155,7 +162,7 @@ def _announce(app: Any, box: Any, port: int) -> tuple[threading.Event, threading
 
     settings = box.setup.settings()
     announcement = Announcement(box_id=box.box_id, name=settings.box_name or f"classbox-{box.short_id}",
-                                school=settings.school, version=__version__, role="box", port=port)
+                                school=settings.school, version=__version__, role=box.config.role, port=port)
     discovery = Discovery(announcement, box.config.interfaces)
     app.extensions["classbox_discovery"] = discovery
     stop = threading.Event()

@@ -56,6 +56,7 @@ class Config:
     zeroconf_interfaces: str = field(default="all", metadata={"env": "CLASSBOX_ZEROCONF_INTERFACES"})
     role: str = field(default="box", metadata={"env": "CLASSBOX_ROLE"})
     max_upload: str = field(default="2G", metadata={"env": "CLASSBOX_MAX_UPLOAD"})
+    report_interval: int = field(default=900, metadata={"env": "CLASSBOX_REPORT_INTERVAL"})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
@@ -87,6 +88,8 @@ class Config:
             raise ConfigError(f"CLASSBOX_SYNC_INTERVAL must be at least 10 seconds, got {self.sync_interval}")
         if self.role not in ("box", "hub"):
             raise ConfigError(f"CLASSBOX_ROLE must be box or hub, got {self.role!r}")
+        if self.report_interval < 1:
+            raise ConfigError(f"CLASSBOX_REPORT_INTERVAL must be at least 1 second, got {self.report_interval}")
         if self.session_idle < 60:
             raise ConfigError(f"CLASSBOX_SESSION_IDLE must be at least 60 seconds, got {self.session_idle}")
         try:

@@ -70,7 +70,7 @@ class EventLog:
         # The newest file by name need not hold the highest number: a box without a
         # clock battery can come back from a power cut an hour or a day in the past.
         # So look at the last whole record of every day file: one small read each.
-        self._last_seq = max((_last_seq_in(p) for p in self._paths()), default=0)
+        self._last_seq = max((last_seq_in(p) for p in self._paths()), default=0)
 
     @property
     def last_seq(self) -> int:
@@ -121,7 +121,7 @@ class EventLog:
         events: list[Event] = []
         for path in self._paths():
             try:
-                if since and _last_seq_in(path) <= since:  # a file's last event is its highest
+                if since and last_seq_in(path) <= since:  # a file's last event is its highest
                     continue
                 with self._lock:  # an append in flight would look like a torn line
                     data = path.read_bytes()
@@ -162,8 +162,8 @@ def _seconds(position: float | None) -> float | None:
     return float(position)
 
 
-def _last_seq_in(path: Path) -> int:
-    """Return the number of the last whole event in a day file by reading back from its end (0 if none)."""
+def last_seq_in(path: Path) -> int:
+    """Return the number of the last whole event in a log file by reading back from its end (0 if none)."""
     with path.open("rb") as f:
         end = f.seek(0, os.SEEK_END)
         block = TAIL_BLOCK

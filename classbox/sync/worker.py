@@ -13,6 +13,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from .. import hublink
 from ..box import Box
 from ..config import in_window, parse_rate
 from ..errors import ChannelRejected
@@ -214,6 +215,14 @@ class SyncWorker:
     def _run(self, request: dict[str, Any] | None) -> None:
         sources = (request or {}).get("sources") or self.config.sources
         channels = (request or {}).get("channels") or self.box.subscribed()
+        # A run over everything also syncs from the hub: only the point channel, which no other source holds.
+        everything = not (request or {}).get("sources") and not (request or {}).get("channels")
+        hub = hublink.hub_sync(self.box) if everything else None
+        if hub is not None:
+            channels = [c for c in channels if c != hub.channel]
+            if not sources or not channels:
+                sources, channels = [hub.source], [hub.channel]
+                hub = None
         if not sources or not channels:
             self.state = "idle"
             self.next_run = self.clock() + self.config.sync_interval
@@ -223,10 +232,14 @@ class SyncWorker:
             return
         self.state = "running"
         self.progress = Progress()
-        record = run_sync(self.box, sources, channels, "now" if request else "schedule",
-                          trust=(request or {}).get("trust"), transfer=Transfer(throttle=self.throttle),
-                          progress=self.progress)
-        if record.ok:
+        trigger, transfer = "now" if request else "schedule", Transfer(throttle=self.throttle)
+        records = [run_sync(self.box, sources, channels, trigger, trust=(request or {}).get("trust"),
+                            transfer=transfer, progress=self.progress)]
+        if hub is not None:  # a run of its own, after the others: a hub that fails holds none of them up
+            records.append(run_sync(self.box, [hub.source], [hub.channel], trigger, transfer=transfer,
+                                    progress=self.progress))
+        ok = all(r.ok for r in records)
+        if ok:
             self._failures = 0
             self.state = "idle"
             self.next_run = self.clock() + self.config.sync_interval
@@ -234,8 +247,9 @@ class SyncWorker:
             self._failures += 1
             self.state = "backing_off"
             self.next_run = self.clock() + self.backoff.delay(self._failures)
-        log.info("sync %s: %d files, %.1f MB, %d errors", "done" if record.ok else "incomplete", record.files,
-                 record.bytes / 1e6, len(record.errors))
+        log.info("sync %s: %d files, %.1f MB, %d errors", "done" if ok else "incomplete",
+                 sum(r.files for r in records), sum(r.bytes for r in records) / 1e6,
+                 sum(len(r.errors) for r in records))
 
 
 class Scrubber:

@@ -37,12 +37,13 @@ def build_app(config: Config | None = None) -> Flask:
     app.extensions["classbox_sync"] = SyncWorker(box)  # started by `serve`, never here
     counters.install(app)  # app.extensions["classbox_counters"]: requests, bytes sent, in flight
 
-    from . import admin, api, control, media, mirror, ops, remote, rooms, setup, tv
+    from . import admin, api, control, hub, hub_uploads, link, media, mirror, ops, remote, reports, rooms, setup, tv
 
     app.config["CONTROL_TOKEN"] = secrets.token_urlsafe(32)
-    for module in (admin, api, control, media, mirror, ops, remote, rooms, setup, tv):
+    for module in (admin, api, control, hub, link, media, mirror, ops, remote, reports, rooms, setup, tv):
         app.register_blueprint(module.bp)
     app.register_blueprint(admin.api)
+    app.register_blueprint(hub_uploads.bp)
 
     app.after_request(_security_headers)
     app.register_error_handler(ClassboxError, _classbox_error)
@@ -61,7 +62,7 @@ def current_sync() -> SyncWorker:
 
 
 def _wants_json() -> bool:
-    return request.path.startswith(("/api/", "/-/", "/media/", "/mirror/"))
+    return request.path.startswith(("/api/", "/hub/api/", "/-/", "/media/", "/mirror/"))
 
 
 def _security_headers(response):  # type: ignore[no-untyped-def]

@@ -104,11 +104,27 @@ def _ago(seconds: float) -> str:
 # ------------------------------------------------------------------ login
 
 
-def _login_page(error: str | None = None, status: int = 200) -> Response:
-    response = make_response(render_template("login.html", error=error, csrf=form_token(),
-                                              next=request.values.get("next", ""),
-                                              name=request.form.get("name", "admin")), status)
+def login_page(action: str, heading: str, error: str | None = None, status: int = 200) -> Response:
+    """Render a login form posting to action (the admin's, or the hub's teachers')."""
+    default = "admin" if action.startswith("/admin") else ""
+    response = make_response(render_template("login.html", error=error, csrf=form_token(), action=action,
+                                              heading=heading, next=request.values.get("next", ""),
+                                              name=request.form.get("name", default)), status)
     return with_form_cookie(response)
+
+
+def log_in_from_form(action: str, heading: str, default_next: str) -> Response:
+    """Check a login form; on success start a new session, with a new id, and go on."""
+    box = current_box()
+    check_form_token()
+    try:
+        account = box.accounts.login(request.form.get("name", ""), request.form.get("password", ""))
+    except LoginRefused as exc:
+        if exc.wait > 0 and "too many" in str(exc):
+            return login_page(action, heading, f"登录失败次数太多，请在 {int(exc.wait) + 1} 秒后再试。", 429)
+        return login_page(action, heading, "账号或密码不对。", 401)
+    session = box.sessions.start(account, replacing=request.cookies.get(SESSION_COOKIE))
+    return log_in(redirect(safe_next(request.form.get("next"), default_next)), session)  # type: ignore[arg-type]
 
 
 @bp.get("/login")
@@ -118,24 +134,15 @@ def login():  # type: ignore[no-untyped-def]
         return redirect(url_for("setup.setup"))
     if current_session() is not None:
         return redirect(safe_next(request.args.get("next"), url_for("admin.dashboard")))
-    return _login_page()
+    return login_page(url_for("admin.login_post"), "管理员登录")
 
 
 @bp.post("/login")
 def login_post():  # type: ignore[no-untyped-def]
     """Check the password; on success start a new session, with a new id."""
-    box = current_box()
-    if not box.setup.done:
+    if not current_box().setup.done:
         return redirect(url_for("setup.setup"))
-    check_form_token()
-    try:
-        account = box.accounts.login(request.form.get("name", ""), request.form.get("password", ""))
-    except LoginRefused as exc:
-        if exc.wait > 0 and "too many" in str(exc):
-            return _login_page(f"登录失败次数太多，请在 {int(exc.wait) + 1} 秒后再试。", 429)
-        return _login_page("账号或密码不对。", 401)
-    session = box.sessions.start(account, replacing=request.cookies.get(SESSION_COOKIE))
-    return log_in(redirect(safe_next(request.form.get("next"), url_for("admin.dashboard"))), session)
+    return log_in_from_form(url_for("admin.login_post"), "管理员登录", url_for("admin.dashboard"))
 
 
 @bp.post("/logout")

@@ -34,7 +34,7 @@ def current_session() -> Session | None:
 
 
 def _is_api() -> bool:
-    return request.path.startswith("/api/")
+    return request.path.startswith(("/api/", "/hub/api/"))
 
 
 def _same_origin() -> bool:
