@@ -111,6 +111,15 @@ def test_a_teacher_prepares_plans_and_publishes_a_lesson(hub: Flask, point_box: 
     assert t.post(f"/hub/api/lessons/{lesson_id}/pause_points", headers=headers,
                   json={"at": "soon", "prompt": "x"}).status_code == 400
 
+    for name, data, media_type in (("任务单.pdf", b"%PDF-1.4 task", "application/pdf"),
+                                   ("p1.png", b"\x89PNG page one", "image/png"),
+                                   ("p2.png", b"\x89PNG page two", "image/png")):
+        r = t.post(f"/hub/api/lessons/{lesson_id}/files", headers=headers,
+                   json={"sha256": put_file(hub, data), "size": len(data), "media_type": media_type, "name": name,
+                         "role": "task_sheet"})
+        assert r.status_code == 200, r.text
+    assert "2 页图片" in t.get(f"/hub/lessons/{lesson_id}").text
+
     tomorrow = date.today() + timedelta(days=1)
     r = t.post(f"/hub/points/{point_box.box_id}/plan", data={"date": tomorrow.isoformat(), "period": "2",
                                                               "class": "一年级", "lesson": lesson_id,
@@ -127,6 +136,9 @@ def test_a_teacher_prepares_plans_and_publishes_a_lesson(hub: Flask, point_box: 
     assert [lesson.id for lesson in manifest.lessons] == [lesson_id]
     assert manifest.schedule == ({"lesson": lesson_id, "date": tomorrow.isoformat(), "period": 2, "class": "一年级"},)
     assert manifest.lessons[0].assets[0].pause_points[0].prompt == "请同学们读一读"
+    sheet = manifest.lessons[0].assets[1]
+    assert sheet.role == "task_sheet" and sheet.blob.media_type == "application/pdf"
+    assert [p.media_type for p in sheet.pages] == ["image/png", "image/png"]
 
     # Copy the week forward: the lesson is planned a week later too.
     t.post(f"/hub/points/{point_box.box_id}/copy", data={"week": tomorrow.isoformat(), "csrf_token": token})
@@ -189,3 +201,29 @@ def test_enrolment_mistakes_are_named(hub: Flask) -> None:
     page = t.get("/hub").text
     assert "没有完成" in page and "not JSON" in page
     assert re.search("还没有登记教学点", page)
+
+
+def test_a_lesson_picked_from_a_national_channel_keeps_its_files_and_pages(hub: Flask, point_box: Box) -> None:
+    hub_box: Box = hub.extensions["classbox"]
+    from classbox.box import DEMO_KEY, DEMO_ROOT
+    hub_box.add_channel(DEMO_ROOT, keys.load_public(DEMO_KEY), "demo")
+    national = hub_box.catalog.browse({}).entries[0].lesson
+    t = teacher(hub)
+    token = csrf_of(t.get("/hub/lessons").text)
+    assert national.title in t.get("/hub/lessons").text
+    r = t.post("/hub/lessons", data={"pick": national.id, "csrf_token": token})
+    assert r.headers["Location"].endswith(f"/hub/lessons/{national.id}")
+    picked = Lessons(hub_box.state).get(national.id)
+    assert [a.role for a in picked.assets] == [a.role for a in national.assets]
+    assert sum(len(a.pages) for a in picked.assets) == sum(len(a.pages) for a in national.assets) > 0
+
+    t.post("/hub/points", data={"enrolment": make_enrolment(point_box.box_id, "石门", "", point_box.public_key_pem),
+                                "csrf_token": token})
+    t.post(f"/hub/points/{point_box.box_id}/plan", data={"date": date.today().isoformat(), "period": "1",
+                                                          "lesson": national.id, "csrf_token": token})
+    t.post(f"/hub/points/{point_box.box_id}/publish", data={"csrf_token": token})
+    data, _sig = channel.read_signed(hub_box.data.root / "hub" / "mirror", f"point-{point_box.box_id}", 1 << 20)
+    published = channel.parse_manifest(data).lessons[0]
+    assert published.id == national.id
+    assert [(a.role, a.blob.sha256, [p.sha256 for p in a.pages]) for a in published.assets] == \
+        [(a.role, a.blob.sha256, [p.sha256 for p in a.pages]) for a in national.assets]

@@ -20,6 +20,16 @@ from ..storage import State
 SUFFIXES = {"video/mp4": ".mp4", "video/webm": ".webm", "video/quicktime": ".mp4", "application/pdf": ".pdf",
             "image/jpeg": ".jpg", "image/png": ".png"}
 MAX_PROMPT = 200
+DOCUMENT_ROLES = ("task_sheet", "exercise", "courseware", "lesson_plan", "textbook")
+
+
+@dataclass(frozen=True)
+class Page:
+    """A page image of a document, so a TV with no PDF viewer shows it page by page."""
+
+    sha256: str
+    size: int
+    media_type: str
 
 
 @dataclass(frozen=True)
@@ -40,6 +50,7 @@ class HubAsset:
     size: int
     media_type: str
     pause_points: tuple[PausePoint, ...] = ()
+    pages: tuple[Page, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -63,12 +74,13 @@ class HubLesson:
     @property
     def size(self) -> int:
         """Return the bytes a box needs for this lesson."""
-        return sum(a.size for a in self.assets)
+        return sum(a.size + sum(p.size for p in a.pages) for a in self.assets)
 
 
 def _from_doc(d: dict[str, Any]) -> HubLesson:
     assets = tuple(HubAsset(a["role"], a["name"], a["sha256"], a["size"], a["media_type"],
-                            tuple(PausePoint(p["at"], p["prompt"]) for p in a.get("pause_points", [])))
+                            tuple(PausePoint(p["at"], p["prompt"]) for p in a.get("pause_points", [])),
+                            tuple(Page(p["sha256"], p["size"], p["media_type"]) for p in a.get("pages", [])))
                    for a in d["assets"])
     return HubLesson(d["id"], d["title"], d["section"], dict(d["path"]), assets, d["author"], d["updated"],
                      d.get("source", "authored"), d.get("notes", ""))
@@ -117,8 +129,9 @@ class Lessons:
         """Take a lesson from a channel the hub holds, files and pause points as they are."""
         assets = [{"role": a.role, "name": a.name, "sha256": a.blob.sha256, "size": a.blob.size,
                    "media_type": a.blob.media_type,
-                   "pause_points": [{"at": p.at, "prompt": p.prompt} for p in a.pause_points]}
-                  for a in lesson.assets if not a.pages]  # page images stay with their channel
+                   "pause_points": [{"at": p.at, "prompt": p.prompt} for p in a.pause_points],
+                   "pages": [{"sha256": p.sha256, "size": p.size, "media_type": p.media_type} for p in a.pages]}
+                  for a in lesson.assets]
         doc = {"id": lesson.id, "title": lesson.title, "section": lesson.section, "path": dict(lesson.path),
                "assets": assets, "author": author, "updated": time.time(), "source": f"channel:{channel_id}",
                "notes": ""}
@@ -169,16 +182,27 @@ class Lessons:
             raise InvalidInput("the lesson video must be a video file", "file")
 
         def attach(d: dict[str, Any]) -> None:
+            document = next((a for a in d["assets"] if a["role"] == role), None)
+            if role in DOCUMENT_ROLES and media_type.startswith("image/") and document is not None:
+                # An image sent for a document the lesson has already is its next page.
+                document.setdefault("pages", []).append({"sha256": sha256, "size": size, "media_type": media_type})
+                return
             kept = [a for a in d["assets"] if not (role == "video" and a["role"] == "video")]
             kept.append({"role": role, "name": name[:100] or role, "sha256": sha256, "size": size,
-                         "media_type": media_type, "pause_points": []})
+                         "media_type": media_type, "pause_points": [], "pages": []})
             d["assets"] = kept
 
         return self._change(lesson_id, attach)
 
     def remove_file(self, lesson_id: str, sha256: str) -> HubLesson:
-        """Take a file off a lesson."""
-        return self._change(lesson_id, lambda d: d.update(assets=[a for a in d["assets"] if a["sha256"] != sha256]))
+        """Take a file (or a page of a document) off a lesson."""
+
+        def remove(d: dict[str, Any]) -> None:
+            d["assets"] = [a for a in d["assets"] if a["sha256"] != sha256]
+            for a in d["assets"]:
+                a["pages"] = [p for p in a.get("pages", []) if p["sha256"] != sha256]
+
+        return self._change(lesson_id, remove)
 
     def add_pause_point(self, lesson_id: str, at: Any, prompt: Any) -> HubLesson:
         """Add a pause point to the lesson's video at `at` seconds with a prompt for the class."""

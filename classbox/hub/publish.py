@@ -74,7 +74,8 @@ def prepare(box: Box, point: TeachingPoint, lessons: Lessons, plans: Plans, toda
         if not lesson.assets:
             warnings.append(f"{e.date} 第{e.period}节: 《{lesson.title}》还没有文件，发布时将跳过")
             continue
-        missing = [a.name for a in lesson.assets if file_path(box, a.sha256) is None]
+        missing = [a.name for a in lesson.assets
+                   if any(file_path(box, sha) is None for sha in (a.sha256, *(p.sha256 for p in a.pages)))]
         if missing:
             warnings.append(f"{e.date} 第{e.period}节: 《{lesson.title}》缺少文件 {', '.join(missing)}，发布时将跳过")
             continue
@@ -111,6 +112,15 @@ def publish(box: Box, point: TeachingPoint, plan: Plan, title: str | None = None
                 name = f"{i}{SUFFIXES.get(a.media_type, '.bin')}"
                 _link(source, folder / name)
                 asset: dict[str, Any] = {"role": a.role, "file": name}
+                if a.pages:
+                    asset["pages"] = []
+                    for j, page in enumerate(a.pages):
+                        page_source = file_path(box, page.sha256)
+                        if page_source is None:
+                            raise BuildError(f"a page of {a.name} of {lesson.title} is no longer on the hub")
+                        page_name = f"{i}-p{j + 1}{SUFFIXES.get(page.media_type, '.bin')}"
+                        _link(page_source, folder / page_name)
+                        asset["pages"].append(page_name)
                 if a.pause_points:
                     asset["pause_points"] = [{"at": p.at, "prompt": p.prompt} for p in a.pause_points]
                 assets.append(asset)
