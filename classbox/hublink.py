@@ -129,7 +129,24 @@ def hub_sync(box: Box, timeout: float = 10.0) -> HubSync | None:
         log.warning("not syncing from the hub this time: %s", exc)
         return None
     source = hub_source(box.setup.settings())
-    return HubSync(source, channel_id) if channel_id and source else None
+    if not (channel_id and source):
+        return None
+    if not _published(source, channel_id, timeout):
+        # Before the hub's teachers publish anything for this box there is nothing to fetch, and a run
+        # that fails on it would make the box back off from every other source too.
+        log.info("the hub has published nothing for this box yet (%s)", channel_id)
+        return None
+    return HubSync(source, channel_id)
+
+
+def _published(source: str, channel_id: str, timeout: float) -> bool:
+    """Tell whether the hub's mirror holds the channel: False only when it says so (404); True if it cannot say."""
+    url = f"{source}/channels/{channel_id}/{channel.SIGNATURE}"
+    try:
+        fetch_small(url, 4096, Limits(connect_timeout=timeout, read_timeout=timeout, deadline=timeout))
+    except SyncError as exc:
+        return not (exc.permanent and "HTTP 404" in str(exc))
+    return True
 
 
 # ---------------------------------------------------------------- notices from the hub

@@ -164,6 +164,12 @@ def test_scheduled_runs_sync_from_the_hub_too(hub: Hub, app: Flask, box: Box, tm
     assert lessons_of(box, channel_for(box.box_id)) == {lesson.id for lesson in manifest.lessons}
 
 
+def test_before_the_hub_publishes_anything_there_is_nothing_to_sync_and_no_failure(hub: Hub, box: Box) -> None:
+    set_up(box, hub.server.url, hub.key_id)
+    assert hublink.hub_sync(box) is None  # the mirror has no point channel yet: not a failed run
+    assert box.trusted_key(channel_for(box.box_id)) is not None  # but the hub's key is pinned already
+
+
 def test_a_failing_hub_does_not_stop_the_other_sources(tmp_path: Path, publisher: Publisher) -> None:
     folder = tmp_path / "usb"
     built = channel.build(write_source(tmp_path / "src", "test"), keys.load_private(publisher.private), folder)
