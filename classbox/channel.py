@@ -330,9 +330,12 @@ def channel_dir(root: Path, channel_id: str) -> Path:
 def channel_ids(root: Path) -> list[str]:
     """List the channels present under a mirror root."""
     d = Path(root) / "channels"
-    if not d.is_dir():
+    try:
+        if not d.is_dir():
+            return []
+        return sorted(p.name for p in d.iterdir() if (p / MANIFEST).is_file() and ID_RE.fullmatch(p.name))
+    except OSError:  # unreadable, or a name too long to look up: no channel the box can use
         return []
-    return sorted(p.name for p in d.iterdir() if (p / MANIFEST).is_file() and ID_RE.fullmatch(p.name))
 
 
 def read_signed(root: Path, channel_id: str, max_bytes: int) -> tuple[bytes, bytes]:

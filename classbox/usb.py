@@ -31,6 +31,7 @@ def export(store: Store, dest: Path, channel_ids: list[str] | None = None,
            on_progress: Callable[[int, int], None] | None = None) -> ExportResult:
     """Write the box's active channels under dest/classbox/ in the mirror layout; resumable, manifests last."""
     root = Path(dest) / USB_FOLDER
+    drive = Path(dest).resolve()
     box_root = store.data.root
     available = channel.channel_ids(box_root)
     chosen = channel_ids or available
@@ -47,7 +48,7 @@ def export(store: Store, dest: Path, channel_ids: list[str] | None = None,
     done = written = present = nbytes = 0
     try:
         for blob in blobs.values():
-            target = root / blob_relpath(blob.sha256)
+            target = _on_drive(drive, root / blob_relpath(blob.sha256))
             if target.is_file() and target.stat().st_size == blob.size:
                 present += 1  # written by an earlier, interrupted export
             else:
@@ -60,6 +61,7 @@ def export(store: Store, dest: Path, channel_ids: list[str] | None = None,
                 on_progress(done, total)
         for m in manifests:  # metadata last: a drive pulled early holds no manifest pointing at missing files
             folder = channel.channel_dir(box_root, m.id)
+            _on_drive(drive, channel.channel_dir(root, m.id))
             channel.activate(root, m.id, (folder / channel.MANIFEST).read_bytes(),
                              (folder / channel.SIGNATURE).read_bytes())
     except BlobMismatch as exc:
@@ -68,6 +70,13 @@ def export(store: Store, dest: Path, channel_ids: list[str] | None = None,
         raise ClassboxError(f"writing to {root} failed: {exc.strerror or exc}; was the drive removed? "
                             "Run the export again to go on where it stopped") from None
     return ExportResult(tuple(chosen), written, present, nbytes)
+
+
+def _on_drive(drive: Path, path: Path) -> Path:
+    """Return path, refusing one a link on the drive leads elsewhere: an export writes onto the drive only."""
+    if not path.resolve().is_relative_to(drive):
+        raise ClassboxError(f"{path} leads outside the drive {drive} (a link on the drive); the export stopped")
+    return path
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from tinydb import where
 from ..channel import PATH_LEVELS, ROLES, SECTIONS
 from ..errors import InvalidInput, NotFound
 from ..storage import State
+from ..store import is_sha256
 
 SUFFIXES = {"video/mp4": ".mp4", "video/webm": ".webm", "video/quicktime": ".mp4", "application/pdf": ".pdf",
             "image/jpeg": ".jpg", "image/png": ".png"}
@@ -176,6 +177,8 @@ class Lessons:
         """Attach an uploaded file; a lesson has one video, a new one replaces it."""
         if role not in ROLES:
             raise InvalidInput(f"role: one of {', '.join(ROLES)}", "role")
+        if not is_sha256(sha256):
+            raise InvalidInput("sha256: the file's hash as the upload answered it", "file")
         if media_type not in SUFFIXES:
             raise InvalidInput(f"a file of type {media_type} cannot go into a lesson", "file")
         if role == "video" and not media_type.startswith("video/"):

@@ -21,6 +21,7 @@ from .. import channel, storage
 from ..box import Box
 from ..channel import Manifest
 from ..errors import BuildError, InvalidInput, NotFound
+from ..store import is_sha256
 from .lessons import SUFFIXES, HubLesson, Lessons
 from .plans import Planned, Plans
 from .points import TeachingPoint
@@ -40,6 +41,8 @@ def mirror_root(box: Box) -> Path:
 
 def file_path(box: Box, sha256: str) -> Path | None:
     """Return where the hub holds a file: an upload, or a blob of a channel it holds; None if nowhere."""
+    if not is_sha256(sha256):  # a name from a request: "../../state.json" or "/etc/passwd" is no file of ours
+        return None
     uploaded = hub_dir(box) / "files" / sha256
     if uploaded.is_file():
         return uploaded

@@ -156,7 +156,11 @@ def open_source(spec: str | Path) -> Source:
     if text.startswith(("http://", "https://")):
         return HttpSource(text)
     path = Path(text)
-    if not path.is_dir():
+    try:
+        is_dir = path.is_dir()
+    except OSError:  # a name the file system cannot even look up (too long): no folder either
+        is_dir = False
+    if not is_dir:
         raise SyncError(f"{text} is neither an http:// URL nor a folder", permanent=True)
     # A USB drive carries the layout under classbox/ (DESIGN.md); a plain folder holds it at its top.
     if not (path / "channels").is_dir() and (path / "classbox" / "channels").is_dir():

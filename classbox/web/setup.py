@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import zoneinfo
 
-from flask import Blueprint, abort, make_response, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, make_response, redirect, render_template, request, url_for
 
 from ..errors import InvalidInput
 from ..setup import FIELDS, SchoolSettings, check_settings
@@ -36,6 +36,12 @@ def _page(settings: SchoolSettings, error: str | None = None, status: int = 200)
 def _only_until_done() -> None:
     if current_box().setup.done:
         abort(404, description="setup is done; log in at /admin/login")
+
+
+@bp.after_request
+def _no_frames(response: Response) -> Response:
+    response.headers["X-Frame-Options"] = "DENY"  # the password form, like the admin's, is never framed
+    return response
 
 
 @bp.get("/setup")
