@@ -195,6 +195,8 @@ def bring_in(
     fetched_files = 0
     failures_in_a_row = 0
     will_not_fit: list[str] = []
+    if any(store.has_all(lesson.blobs()) for lesson in lessons):
+        lesson_done()  # one completed before a crash cut the last run short: list it now, not after the next
     try:
         for i, (blob, lesson) in enumerate(wanted):
             progress.lesson = lesson.title
