@@ -106,12 +106,14 @@ def read_provision(path: Path) -> Provision | None:
     if len(raw) > PROVISION_MAX_BYTES:
         raise ProvisionError(f"{path}: larger than {PROVISION_MAX_BYTES // 1024} KiB; is it the right file?")
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        data = tomllib.loads(raw.decode("utf-8-sig"))  # Notepad's "UTF-8 with BOM" too
     except UnicodeDecodeError:
         raise ProvisionError(f"{path}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ProvisionError(f"{path}: not valid TOML: {exc}") from None
     data.pop("version", None)
+    if not data:
+        return None  # the image's example, every line still commented out: nothing to apply
     if "admin_password" in data or "password" in data:
         raise ProvisionError(f"{path}: a provisioning file may not carry a password; put admin_password_hash "
                              "instead (make one with `classbox hash-password`)")

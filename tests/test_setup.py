@@ -164,3 +164,12 @@ def test_no_provisioning_file_is_fine(tmp_path: Path) -> None:
     binary.write_bytes(b"\xff\xfe\x00")
     with pytest.raises(ProvisionError, match="not UTF-8"):
         read_provision(binary)
+
+
+def test_the_images_example_file_applies_nothing_and_a_bom_is_fine(tmp_path: Path) -> None:
+    example = Path(__file__).parent.parent / "deploy" / "image" / "classbox.toml"
+    assert read_provision(example) is None  # flashed and not yet filled in: no error on /setup
+    with_bom = tmp_path / "classbox.toml"
+    with_bom.write_bytes('\ufeffschool = "石门村小学"\nbox_name = "一号"\n'.encode())
+    provision = read_provision(with_bom)
+    assert provision is not None and provision.settings.school == "石门村小学"
