@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from . import keys
+from . import keys, schedule
 from .box import Box
 from .errors import InvalidInput, NotFound
 
@@ -92,7 +92,7 @@ def book(box: Box, body: Body) -> Body:
             raise InvalidInput(f"lesson: no channel on this box has a lesson {lesson!r}")
         box.classroom.timetables.book(room, _text(body, "date"), period, lesson, _text(body, "note", False))
     else:
-        box.classroom.timetables.unbook(room, _text(body, "date"), period)
+        box.classroom.timetables.unbook(room, schedule.check_date(_text(body, "date")), period)
     return {"room": room, "date": body["date"], "period": period, "lesson": lesson or None}
 
 

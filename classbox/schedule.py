@@ -137,6 +137,12 @@ def _whole(value: Any, low: int, high: int, message: str) -> int:
     return value
 
 
+def check_date(text: str) -> str:
+    """Return a YYYY-MM-DD date as given, or raise InvalidInput naming it."""
+    _parse_date(text)
+    return text
+
+
 def _parse_date(value: Any, name: str = "date") -> date:
     if not isinstance(value, str) or not _DATE.fullmatch(value):
         raise InvalidInput(f"{name} must be written YYYY-MM-DD")

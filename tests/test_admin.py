@@ -293,3 +293,10 @@ def test_setup_login_and_dashboard_in_a_real_browser(demo: Box, browser, live_se
         expect(page.locator("#screens")).to_contain_text("tv-late", timeout=15_000)
     finally:
         page.close()
+
+
+def test_clearing_a_booking_checks_its_date_too(demo: Box, admin: FlaskClient) -> None:
+    token = csrf_of(admin.get("/admin").text)
+    r = admin.post("/api/v1/admin/bookings", json={"room": "一号教室", "date": "4714-44-40*", "period": 1},
+                   headers={"X-CSRF-Token": token})
+    assert r.status_code == 400 and "YYYY-MM-DD" in r.json["error"]

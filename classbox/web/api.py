@@ -5,11 +5,12 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from flask import Blueprint, abort, jsonify, request, url_for
+from flask import Blueprint, Response, abort, jsonify, request, url_for
 
 from .. import keys
 from ..catalog import FACETS, Entry
 from ..channel import Asset, Blob
+from ..config import PACKAGE_DIR
 from ..errors import KeyFileError
 from . import current_box, current_sync
 
@@ -50,6 +51,12 @@ def lesson_summary(entry: Entry) -> dict[str, Any]:
         "roles": sorted({a.role for a in lesson.assets}),
         "cover": url_for("media.blob", name=cover.blob.sha256) if cover else None,
     }
+
+
+@bp.get("/openapi.json")
+def openapi():  # type: ignore[no-untyped-def]
+    """Serve the OpenAPI description of this API (classbox/openapi.json)."""
+    return Response((PACKAGE_DIR / "openapi.json").read_bytes(), mimetype="application/json")
 
 
 @bp.get("/catalog")

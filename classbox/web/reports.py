@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from datetime import date, timedelta
 from typing import Any
@@ -64,7 +65,7 @@ def receive() -> Any:
     except (SignatureRejected, KeyFileError) as exc:
         return _refused(str(exc), exc.code)
     try:
-        batch = json.loads(body, parse_constant=_no_constant)
+        batch = json.loads(body, parse_constant=_no_constant, parse_int=_whole)
     except (ValueError, UnicodeDecodeError):
         raise InvalidInput("the report is not JSON") from None
     return jsonify(high_water=reports_of(current_app).ingest(point, batch))
@@ -76,6 +77,14 @@ def _signed_headers() -> dict[str, str]:
 
 def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not a number")
+
+
+def _whole(text: str) -> int:
+    # A whole number no float can hold would make the checks of seq and time (math.isfinite) raise.
+    value = int(text)
+    if abs(value) > sys.float_info.max:
+        raise ValueError(f"{text[:20]}… is too large a number")
+    return value
 
 
 @bp.get("/hub/points/<box_id>/played.csv")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from typing import Any
 
 import segno
@@ -16,6 +17,7 @@ bp = Blueprint("rooms", __name__, url_prefix="/api/v1/rooms")
 
 PAIR_COOKIE = "classbox_remote"
 WAIT_LIMIT = 25.0
+MAX_NUMBER = 2**53  # the largest whole number a phone's JavaScript holds exactly; no position or step comes near
 
 
 def _classroom():  # type: ignore[no-untyped-def]
@@ -125,7 +127,20 @@ def report(room: str):  # type: ignore[no-untyped-def]
 
 
 def _body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
+    # Strict JSON: NaN, Infinity or a number past MAX_NUMBER would end up in the room's position and its log.
+    body = None
+    if request.is_json:
+        try:
+            body = json.loads(request.get_data(), parse_int=lambda s: _finite(int(s)),
+                              parse_float=lambda s: _finite(float(s)), parse_constant=lambda s: _finite(float(s)))
+        except ValueError:
+            pass
     if not isinstance(body, dict):
         raise InvalidInput("the body must be a JSON object")
     return body
+
+
+def _finite(value: int | float) -> int | float:
+    if not -MAX_NUMBER <= value <= MAX_NUMBER:  # NaN too
+        raise InvalidInput(f"numbers must be finite and between -{MAX_NUMBER} and {MAX_NUMBER}")
+    return value
