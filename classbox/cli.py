@@ -90,8 +90,10 @@ def serve(host: str | None, port: int | None, threads: int | None, no_demo: bool
     try:
         box.first_start()
         box.setup.start()
+        # Every TV keeps two connections (video, long poll) and every phone one: waitress's default of
+        # 100 open connections is reached by a school with 30 TVs and 30 phones.
         server = waitress.create_server(app, host=config.host, port=config.port, threads=config.threads,
-                                        ident="classbox")
+                                        connection_limit=config.connections, ident="classbox")
         bound_port = int(getattr(server, "effective_port", config.port))
         served = {"pid": os.getpid(), "port": bound_port, "token": app.config["CONTROL_TOKEN"]}
         storage.atomic_write(box.data.serve_file, json.dumps(served).encode(), mode=0o600)

@@ -40,6 +40,7 @@ class Config:
     host: str = field(default="0.0.0.0", metadata={"env": "CLASSBOX_HOST"})
     port: int = field(default=8080, metadata={"env": "CLASSBOX_PORT"})
     threads: int = field(default=32, metadata={"env": "CLASSBOX_THREADS"})
+    connections: int = field(default=400, metadata={"env": "CLASSBOX_CONNECTIONS"})
     demo: bool = field(default=True, metadata={"env": "CLASSBOX_DEMO"})
     max_manifest_bytes: int = field(default=16 * 1024 * 1024, metadata={"env": "CLASSBOX_MAX_MANIFEST_BYTES"})
     sync_sources: str = field(default="", metadata={"env": "CLASSBOX_SYNC_SOURCES"})
@@ -78,6 +79,8 @@ class Config:
         """Raise ConfigError on values out of range."""
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"CLASSBOX_PORT must be 0-65535, got {self.port}")
+        if not 10 <= self.connections <= 900:
+            raise ConfigError(f"CLASSBOX_CONNECTIONS must be 10-900, got {self.connections}")
         if not 1 <= self.threads <= 256:
             raise ConfigError(f"CLASSBOX_THREADS must be 1-256, got {self.threads}")
         if self.max_manifest_bytes < 1024:
