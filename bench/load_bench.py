@@ -60,7 +60,19 @@ from urllib.parse import quote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import serve_bench  # noqa: E402  (same folder: process handling, logging, nginx and classbox start-up)
-from serve_bench import Children, CpuMeter, Server, free_port, log, start_classbox, stop, wait_http  # noqa: E402
+from serve_bench import (  # noqa: E402
+    Children,
+    CpuMeter,
+    NoDelayConnection,
+    Server,
+    free_port,
+    log,
+    percentile,
+    ratio,
+    start_classbox,
+    stop,
+    wait_http,
+)
 from sync_bench import child_env, run_ok, warm  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -89,7 +101,7 @@ MEDIA_TIMEOUT = 15.0
 HTTP_TIMEOUT = 10.0
 POLL_TIMEOUT = POLL_WAIT + 10.0
 PROBE_TIMEOUT = 5.0
-STOP_GRACE = 60.0  # seconds classbox gets after SIGTERM before SIGKILL (systemd gives it 20: TimeoutStopSec)
+STOP_GRACE = 60.0  # seconds classbox gets after SIGTERM before SIGKILL (systemd gives it 40: TimeoutStopSec)
 MAX_ERRORS = 500  # per client: one that keeps failing stops rather than spin
 ERROR_SAMPLES = 40
 
@@ -97,24 +109,7 @@ TARGET_DELIVERED = 0.98
 TARGET_RSS_GROWTH = 0.10
 TARGET_SYNC = 0.90
 
-NGINX_CONF = """\
-daemon off;
-master_process off;
-worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    sendfile on;
-    tcp_nodelay on;
-    keepalive_requests 100000;
-    default_type application/octet-stream;
-    client_body_temp_path {tmp}/client_body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
+NGINX_CONF = serve_bench.NGINX_HEAD + """\
     server {{  # the sync channel's mirror; the box caps its own rate
         listen 127.0.0.1:{mirror_port};
         root {mirror};
@@ -163,19 +158,12 @@ def failure(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-class _Connection(http.client.HTTPConnection):
-    """A keep-alive connection with Nagle off, like a browser's."""
-
-    def connect(self) -> None:
-        super().connect()
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
 
 class Conn:
     """One keep-alive HTTP/1.1 connection to 127.0.0.1 with its own cookies, like one browser tab."""
 
     def __init__(self, port: int, timeout: float) -> None:
-        self.conn = _Connection("127.0.0.1", port, timeout=timeout)
+        self.conn = NoDelayConnection("127.0.0.1", port, timeout=timeout)
         self.cookies: dict[str, str] = {}
         self.reconnects = 0
 
@@ -824,14 +812,6 @@ class Phase:
                 "skipped": sum(tv.skipped for tv in self.tvs), **spread("range", ms, (50, 99))}
 
 
-def percentile(values: list[float], pct: int) -> float:
-    """Return the pct-th percentile (inclusive method), nan for no values."""
-    if not values:
-        return float("nan")
-    if len(values) == 1:
-        return values[0]
-    return statistics.quantiles(values, n=100, method="inclusive")[pct - 1]
-
 
 def spread(name: str, values: list[float], pcts: tuple[int, ...]) -> dict[str, Any]:
     """Return {name_n, name_p50_ms, …, name_max_ms} of latencies in ms."""
@@ -891,10 +871,6 @@ def media_phase(name: str, server: Server, videos: list[Video], rooms: list[str]
 
 # --------------------------------------------------------------------------- report
 
-
-def ratio(a: float, b: float) -> float:
-    """Return a/b, or nan when b is 0."""
-    return a / b if b else float("nan")
 
 
 def ms3(d: dict[str, Any], name: str, pcts: tuple[int, int] = (50, 99)) -> str:

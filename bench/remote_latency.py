@@ -34,8 +34,6 @@ import random
 import shlex
 import shutil
 import signal
-import socket
-import statistics
 import sys
 import tempfile
 import threading
@@ -47,7 +45,7 @@ from urllib.parse import quote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import serve_bench  # noqa: E402  (same folder: process handling, logging, CPU steal)
-from serve_bench import Children, CpuMeter, Server, log, start_classbox, stop  # noqa: E402
+from serve_bench import Children, CpuMeter, NoDelayConnection, Server, log, percentile, start_classbox, stop  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -93,19 +91,12 @@ class Gauge:
             self.peak = self.now
 
 
-class _Connection(http.client.HTTPConnection):
-    """A keep-alive connection with Nagle off, like a browser's."""
-
-    def connect(self) -> None:
-        super().connect()
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
 
 class Client:
     """One keep-alive HTTP client (a TV or a phone) on 127.0.0.1, with its cookie."""
 
     def __init__(self, port: int, timeout: float, gauge: Gauge) -> None:
-        self.conn = _Connection("127.0.0.1", port, timeout=timeout)
+        self.conn = NoDelayConnection("127.0.0.1", port, timeout=timeout)
         self.gauge = gauge
         self.cookie: str | None = None
         self.reconnects = 0
@@ -390,14 +381,6 @@ def cpu_seconds(proc: Any) -> float:
 
 # --------------------------------------------------------------------------- report
 
-
-def percentile(values: list[float], pct: int) -> float:
-    """Return the pct-th percentile (inclusive method), nan for no values."""
-    if not values:
-        return float("nan")
-    if len(values) == 1:
-        return values[0]
-    return statistics.quantiles(values, n=100, method="inclusive")[pct - 1]
 
 
 def build_rows(res: dict[str, Any]) -> list[dict[str, str]]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import http.client
 import importlib.metadata
 import importlib.util
 import json
@@ -310,7 +311,9 @@ def start_classbox(children: Children, cmd: list[str], data: Path, sha: str, log
     return server
 
 
-NGINX_CONF = """\
+# The nginx every benchmark runs as its reference or mirror: one process in the foreground, every file
+# under the run's temp folder; a benchmark adds its server blocks and the closing brace.
+NGINX_HEAD = """\
 daemon off;
 master_process off;
 worker_processes 1;
@@ -329,6 +332,9 @@ http {{
     fastcgi_temp_path {tmp}/fastcgi;
     uwsgi_temp_path {tmp}/uwsgi;
     scgi_temp_path {tmp}/scgi;
+"""
+
+NGINX_CONF = NGINX_HEAD + """\
     server {{
         listen 127.0.0.1:{port};
         location /media/ {{
@@ -513,6 +519,23 @@ def slow_phase(server: Server, probe_spacing: float, slow_max_secs: float) -> di
 def ratio(a: float, b: float) -> float:
     """Return a/b, or nan when b is 0."""
     return a / b if b else float("nan")
+
+
+def percentile(values: list[float], pct: int) -> float:
+    """Return the pct-th percentile (inclusive method), nan for no values."""
+    if not values:
+        return float("nan")
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[pct - 1]
+
+
+class NoDelayConnection(http.client.HTTPConnection):
+    """A keep-alive connection with Nagle off, like a browser's."""
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def build_rows(res: dict[str, Any]) -> list[dict[str, str]]:

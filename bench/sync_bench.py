@@ -63,23 +63,7 @@ TARGET_WIRE = 1.02
 TARGET_CPU = 1.5
 TARGET_USB = 0.7
 
-NGINX_CONF = """\
-daemon off;
-master_process off;
-worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    sendfile on;
-    tcp_nodelay on;
-    default_type application/octet-stream;
-    client_body_temp_path {tmp}/client_body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
+NGINX_CONF = serve_bench.NGINX_HEAD + """\
     server {{  # the rate-limited mirror, reached through the cutting proxy
         listen 127.0.0.1:{limited};
         root {mirror};

@@ -109,21 +109,12 @@ def publish(box: Box, point: TeachingPoint, plan: Plan, title: str | None = None
             folder.mkdir()
             assets = []
             for i, a in enumerate(lesson.assets):
-                source = file_path(box, a.sha256)
-                if source is None:
-                    raise BuildError(f"the file {a.name} of {lesson.title} is no longer on the hub")
-                name = f"{i}{SUFFIXES.get(a.media_type, '.bin')}"
-                _link(source, folder / name)
+                what = f"{a.name} of {lesson.title}"
+                name = _place(box, a.sha256, a.media_type, folder / str(i), what)
                 asset: dict[str, Any] = {"role": a.role, "file": name}
                 if a.pages:
-                    asset["pages"] = []
-                    for j, page in enumerate(a.pages):
-                        page_source = file_path(box, page.sha256)
-                        if page_source is None:
-                            raise BuildError(f"a page of {a.name} of {lesson.title} is no longer on the hub")
-                        page_name = f"{i}-p{j + 1}{SUFFIXES.get(page.media_type, '.bin')}"
-                        _link(page_source, folder / page_name)
-                        asset["pages"].append(page_name)
+                    asset["pages"] = [_place(box, page.sha256, page.media_type, folder / f"{i}-p{j + 1}",
+                                             f"page {j + 1} of {what}") for j, page in enumerate(a.pages)]
                 if a.pause_points:
                     asset["pause_points"] = [{"at": p.at, "prompt": p.prompt} for p in a.pause_points]
                 assets.append(asset)
@@ -133,6 +124,16 @@ def publish(box: Box, point: TeachingPoint, plan: Plan, title: str | None = None
         return channel.build(build, box.signing_key, mirror_root(box))
     finally:
         shutil.rmtree(build, ignore_errors=True)
+
+
+def _place(box: Box, sha256: str, media_type: str, stem: Path, what: str) -> str:
+    """Put one of the hub's files into a lesson's build folder as stem + its suffix; return the file name."""
+    source = file_path(box, sha256)
+    if source is None:
+        raise BuildError(f"the file {what} is no longer on the hub")
+    target = stem.with_name(stem.name + SUFFIXES.get(media_type, ".bin"))
+    _link(source, target)
+    return target.name
 
 
 def _link(source: Path, target: Path) -> None:

@@ -29,13 +29,17 @@ from ..errors import ClassboxError, InvalidInput, LoginRefused
 from . import current_box, current_sync
 from .auth import (
     SESSION_COOKIE,
+    back,
     check_form_token,
     current_session,
+    failed,
     form_token,
     gate,
     log_in,
     log_out,
+    private,
     safe_next,
+    told,
     with_form_cookie,
 )
 
@@ -61,11 +65,7 @@ def _admin_only() -> Any:
 api.before_request(gate("admin"))
 
 
-@bp.after_request
-def _no_store(response: Response) -> Response:
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["X-Frame-Options"] = "DENY"
-    return response
+bp.after_request(private)
 
 
 @bp.app_template_filter("size")
@@ -169,7 +169,7 @@ def password():  # type: ignore[no-untyped-def]
         else:
             box.sessions.end_all(session.account.name)
             fresh = box.sessions.start(session.account)
-            fresh.notice = ("ok", NOTICES["password"])
+            fresh.notice = ("ok", NOTICES["password"])  # the new session's, not this one's
             return log_in(redirect(url_for("admin.dashboard")), fresh)
     return render_template("admin_password.html", error=error, csrf=session.csrf), 400 if error else 200
 
@@ -210,7 +210,7 @@ def dashboard():  # type: ignore[no-untyped-def]
     """Show health, storage, sync, screens, recent problems and the actions."""
     session = current_session()
     assert session is not None
-    return render_template("admin.html", s=status(), csrf=session.csrf, notice=_notice())
+    return render_template("admin.html", s=status(), csrf=session.csrf, notice=told())
 
 
 @bp.get("/panels")
@@ -222,25 +222,11 @@ def panels():  # type: ignore[no-untyped-def]
 
 
 def _back(done: str, page: str = "admin.dashboard", **args: str) -> Response:
-    session = current_session()
-    assert session is not None
-    session.notice = ("ok", NOTICES[done])
-    values: dict[str, str] = {k: v for k, v in args.items() if v}
-    return redirect(url_for(page, **values))  # type: ignore[arg-type,return-value]
+    return back(page, "ok", NOTICES[done], **args)
 
 
 def _failed(exc: ClassboxError, page: str = "admin.dashboard") -> Response:
-    session = current_session()
-    assert session is not None
-    session.notice = ("error", f"没有完成：{exc}")
-    return redirect(url_for(page))  # type: ignore[return-value]
-
-
-def _notice() -> tuple[str, str] | None:
-    session = current_session()
-    assert session is not None
-    notice, session.notice = session.notice, None
-    return notice
+    return failed(exc, page)
 
 
 @bp.post("/sync")
@@ -373,7 +359,7 @@ def rooms():  # type: ignore[no-untyped-def]
                            titles=dict(lessons), csrf=session.csrf, monday=monday,
                            prev_week=(monday - timedelta(days=7)).isoformat(),
                            next_week=(monday + timedelta(days=7)).isoformat(),
-                           notice=_notice())
+                           notice=told())
 
 
 def _rooms_back(done: str, week: str = "") -> Response:

@@ -17,6 +17,7 @@ from typing import Any
 from flask import Response, abort, g, jsonify, redirect, request, url_for
 
 from ..accounts import Session
+from ..errors import ClassboxError
 from . import current_box
 
 SESSION_COOKIE = "classbox_session"
@@ -107,6 +108,39 @@ def log_out(response: Response) -> Response:
     current_box().sessions.end(request.cookies.get(SESSION_COOKIE))
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
+
+
+def private(response: Response) -> Response:
+    """Mark a page of the admin or the hub: never cached, never shown inside another page's frame."""
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Frame-Options"] = "DENY"
+    return response
+
+
+def tell(kind: str, text: str) -> None:
+    """Leave a notice ("ok" or "error") that this session's next page shows once: what an action did."""
+    session = current_session()
+    assert session is not None
+    session.notice = (kind, text)
+
+
+def told() -> tuple[str, str] | None:
+    """Return this session's notice and clear it."""
+    session = current_session()
+    assert session is not None
+    notice, session.notice = session.notice, None
+    return notice
+
+
+def back(endpoint: str, kind: str, text: str, **values: Any) -> Response:
+    """Leave a notice and go to a page (empty values are left out of its address)."""
+    tell(kind, text)
+    return redirect(url_for(endpoint, **{k: v for k, v in values.items() if v}))  # type: ignore[return-value]
+
+
+def failed(exc: ClassboxError, endpoint: str, **values: Any) -> Response:
+    """Go to a page saying that an action was not done, and why."""
+    return back(endpoint, "error", f"没有完成：{exc}", **values)
 
 
 def safe_next(target: str | None, default: str) -> str:

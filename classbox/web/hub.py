@@ -27,10 +27,12 @@ from ..hub import publish
 from ..hub.lessons import Lessons
 from ..hub.plans import Plans, monday_of
 from ..hub.points import Points, TeachingPoint
+from ..hublink import notify
 from . import current_box
 from .admin import log_in_from_form, login_page
-from .auth import current_session, gate, log_out, safe_next
+from .auth import back, current_session, failed, gate, log_out, private, safe_next, told
 from .media import send_blob
+from .reports import reports_of
 
 bp = Blueprint("hub", __name__, url_prefix="/hub")
 
@@ -55,10 +57,7 @@ def _hub_only() -> Any:
 
 @bp.after_request
 def _no_store(response: Response) -> Response:
-    if not request.path.startswith("/hub/files/"):
-        response.headers["Cache-Control"] = "no-store"
-        response.headers["X-Frame-Options"] = "DENY"
-    return response
+    return response if request.path.startswith("/hub/files/") else private(response)
 
 
 def _lessons() -> Lessons:
@@ -73,50 +72,18 @@ def _points() -> Points:
     return Points(current_box().state)
 
 
-def _csrf() -> str:
-    session = current_session()
-    assert session is not None
-    return session.csrf
-
-
 def _back(done: str, endpoint: str, **values: Any) -> Response:
-    session = current_session()
-    assert session is not None
-    session.notice = ("ok", NOTICES[done])
-    return redirect(url_for(endpoint, **values))  # type: ignore[return-value]
-
-
-def _failed(exc: ClassboxError, endpoint: str, **values: Any) -> Response:
-    session = current_session()
-    assert session is not None
-    session.notice = ("error", f"没有完成：{exc}")
-    return redirect(url_for(endpoint, **values))  # type: ignore[return-value]
-
-
-def _notice() -> tuple[str, str] | None:
-    session = current_session()
-    assert session is not None
-    notice, session.notice = session.notice, None
-    return notice
+    return back(endpoint, "ok", NOTICES[done], **values)
 
 
 def _render(template: str, **values: Any) -> str:
     session = current_session()
     assert session is not None
-    return render_template(template, csrf=session.csrf, notice=_notice(), me=session.account, **values)
-
-
-def _reports() -> Any:
-    from .reports import reports_of
-
-    return reports_of(current_app)
+    return render_template(template, csrf=session.csrf, notice=told(), me=session.account, **values)
 
 
 def _latest(point: TeachingPoint) -> dict[str, Any]:
-    try:
-        return _reports().latest(point.box_id) or {}
-    except (ImportError, AttributeError):
-        return {}
+    return reports_of(current_app).latest(point.box_id) or {}
 
 
 # ------------------------------------------------------------------ login
@@ -154,7 +121,7 @@ def teachers_post():  # type: ignore[no-untyped-def]
     try:
         current_box().accounts.create(request.form.get("name", ""), "teacher", password=request.form.get("password"))
     except ClassboxError as exc:
-        return _failed(exc, "hub.teachers")
+        return failed(exc, "hub.teachers")
     return _back("teacher", "hub.teachers")
 
 
@@ -196,7 +163,7 @@ def points_post():  # type: ignore[no-untyped-def]
     try:
         point = _points().enrol(text, address=request.form.get("address") or None)
     except ClassboxError as exc:
-        return _failed(exc, "hub.home")
+        return failed(exc, "hub.home")
     return _back("point", "hub.point", box_id=point.box_id)
 
 
@@ -221,8 +188,8 @@ def point(box_id: str):  # type: ignore[no-untyped-def]
     titles = {lesson.id: lesson.title for lesson in lessons}
     played_day = request.args.get("day") or date.today().isoformat()
     try:
-        played = _reports().played(box_id, played_day)
-    except (ImportError, AttributeError, ClassboxError):
+        played = reports_of(current_app).played(box_id, played_day)
+    except ClassboxError:  # a day typed wrong in the address: nothing to show
         played = []
     plan = publish.prepare(current_box(), p, _lessons(), _plans(), date.today(), _latest(p).get("snapshot"))
     return _render("hub_point.html", point=p, status=point_status(p, date.today()), days=days, grid=grid,
@@ -246,7 +213,7 @@ def plan_post(box_id: str):  # type: ignore[no-untyped-def]
         _plans().put(box_id, form.get("date", ""), period, form.get("class", ""), lesson or None,
                      form.get("note", ""))
     except ClassboxError as exc:
-        return _failed(exc, "hub.point", box_id=box_id, week=week or None)
+        return failed(exc, "hub.point", box_id=box_id, week=week or None)
     return _back("plan", "hub.point", box_id=box_id, week=week or None)
 
 
@@ -258,7 +225,7 @@ def copy_week(box_id: str):  # type: ignore[no-untyped-def]
     try:
         _plans().copy_week(box_id, monday, monday + timedelta(days=7))
     except ClassboxError as exc:
-        return _failed(exc, "hub.point", box_id=box_id, week=monday.isoformat())
+        return failed(exc, "hub.point", box_id=box_id, week=monday.isoformat())
     return _back("copied", "hub.point", box_id=box_id, week=(monday + timedelta(days=7)).isoformat())
 
 
@@ -269,25 +236,19 @@ def publish_post(box_id: str):  # type: ignore[no-untyped-def]
     p = _points().require(box_id)
     plan = publish.prepare(box, p, _lessons(), _plans(), date.today(), _latest(p).get("snapshot"))
     if plan.warnings and request.form.get("confirm") != "1":
-        return _failed(InvalidInput("先看一下发布前的提醒，确认后再发布"), "hub.point", box_id=box_id)
+        return failed(InvalidInput("先看一下发布前的提醒，确认后再发布"), "hub.point", box_id=box_id)
     try:
         manifest = publish.publish(box, p, plan)
     except ClassboxError as exc:
-        return _failed(exc, "hub.point", box_id=box_id)
-    told = _notify(p)
-    session = current_session()
-    assert session is not None
-    session.notice = ("ok", f"已发布第 {manifest.version} 版：{len(manifest.lessons)} 节课。" + told)
-    return redirect(url_for("hub.point", box_id=box_id))
+        return failed(exc, "hub.point", box_id=box_id)
+    notified = _notify(p)
+    return back("hub.point", "ok", f"已发布第 {manifest.version} 版：{len(manifest.lessons)} 节课。" + notified,
+                box_id=box_id)
 
 
 def _notify(p: TeachingPoint) -> str:
     if not p.address:
         return "教学点没有登记地址：盒子下次同步时会取到。"
-    try:
-        from ..hublink import notify
-    except ImportError:
-        return ""
     problem = notify(p.address, current_box().signing_key, current_box().box_id)
     return "已通知教学点的盒子，它正在同步。" if problem is None else f"没能通知盒子（{problem}）：它下次同步时会取到。"
 
@@ -303,12 +264,10 @@ def _path_from(form: Any) -> dict[str, str]:
 @bp.get("/lessons")
 def lessons():  # type: ignore[no-untyped-def]
     """List the hub's lessons and the channels' lessons that can be picked."""
-    box = current_box()
-    held = {e.lesson.id for e in box.catalog.browse({}).entries}
     own = _lessons().all()
     picked = {lesson.id for lesson in own}
-    national = [e for e in box.catalog.browse({}).entries if e.lesson.id not in picked]
-    return _render("hub_lessons.html", lessons=own, national=national[:200], held=held)
+    national = [e for e in current_box().catalog.browse({}).entries if e.lesson.id not in picked]
+    return _render("hub_lessons.html", lessons=own, national=national[:200])
 
 
 @bp.post("/lessons")
@@ -327,7 +286,7 @@ def lessons_post():  # type: ignore[no-untyped-def]
             lesson = _lessons().create(request.form.get("title", ""), _path_from(request.form),
                                        session.account.name)
     except ClassboxError as exc:
-        return _failed(exc, "hub.lessons")
+        return failed(exc, "hub.lessons")
     return _back("lesson", "hub.lesson", lesson_id=lesson.id)
 
 
@@ -344,7 +303,7 @@ def lesson_post(lesson_id: str):  # type: ignore[no-untyped-def]
         _lessons().describe(lesson_id, request.form.get("title", ""), _path_from(request.form),
                             request.form.get("section", "课程教学"))
     except ClassboxError as exc:
-        return _failed(exc, "hub.lesson", lesson_id=lesson_id)
+        return failed(exc, "hub.lesson", lesson_id=lesson_id)
     return _back("lesson", "hub.lesson", lesson_id=lesson_id)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any, BinaryIO
 
-from flask import Blueprint, Response, abort, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, jsonify, render_template, request
 
 from .. import hublink
 from ..channel import MANIFEST
@@ -18,7 +18,7 @@ from ..errors import ClassboxError, SignatureRejected
 from ..hub.points import make_enrolment
 from ..hub.publish import mirror_root
 from . import current_box, current_sync
-from .auth import current_session, gate
+from .auth import back, current_session, failed, gate, private, told
 from .media import send_blob
 from .tv import box_address
 
@@ -37,10 +37,7 @@ def _admin_only() -> Any:
 
 @bp.after_request
 def _no_store(response: Response) -> Response:
-    if request.endpoint in ADMIN_ENDPOINTS:
-        response.headers["Cache-Control"] = "no-store"
-        response.headers["X-Frame-Options"] = "DENY"
-    return response
+    return private(response) if request.endpoint in ADMIN_ENDPOINTS else response
 
 
 # ------------------------------------------------------------------ on a hub
@@ -114,9 +111,8 @@ def admin_hub():  # type: ignore[no-untyped-def]
     """Show the hub set up for the box, the state of the link and the enrolment to hand to the hub."""
     session = current_session()
     assert session is not None
-    notice, session.notice = session.notice, None
     return render_template("admin_hub.html", link=hublink.link_state(current_box()), enrolment=_enrolment(),
-                           csrf=session.csrf, notice=notice)
+                           csrf=session.csrf, notice=told())
 
 
 @bp.get("/admin/hub/enrolment.json")
@@ -130,20 +126,16 @@ def enrolment():  # type: ignore[no-untyped-def]
 @bp.post("/admin/hub/sync")
 def sync_from_hub():  # type: ignore[no-untyped-def]
     """Follow the hub (trusting its key the first time) and sync from it now."""
-    box, session = current_box(), current_session()
-    assert session is not None
+    box = current_box()
     try:
         channel_id = hublink.follow_hub(box)
     except ClassboxError as exc:
-        session.notice = ("error", f"没有完成：{exc}")
-        return redirect(url_for("link.admin_hub"))
+        return failed(exc, "link.admin_hub")
     source = hublink.hub_source(box.setup.settings())
     worker = current_sync()
     if channel_id is None or source is None:
-        session.notice = ("error", "没有设置中心校：设置时没有填写中心校地址和密钥指纹。")
-    elif not worker.running:
-        session.notice = ("error", "已信任中心校的密钥，但同步服务没有运行，无法开始同步。")
-    else:
-        worker.request_now(sources=[source], channels=[channel_id])
-        session.notice = ("ok", f"已开始从中心校同步（频道 {channel_id}），进度见概况页。")
-    return redirect(url_for("link.admin_hub"))
+        return back("link.admin_hub", "error", "没有设置中心校：设置时没有填写中心校地址和密钥指纹。")
+    if not worker.running:
+        return back("link.admin_hub", "error", "已信任中心校的密钥，但同步服务没有运行，无法开始同步。")
+    worker.request_now(sources=[source], channels=[channel_id])
+    return back("link.admin_hub", "ok", f"已开始从中心校同步（频道 {channel_id}），进度见概况页。")
