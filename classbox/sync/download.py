@@ -222,8 +222,12 @@ class BlobDownload:
     """One blob's download into partial/, resumable across cuts, restarts and power loss."""
 
     def __init__(self, url: str, sha256: str, size: int, partial: Path, limits: Limits,
-                 throttle: Throttle | None = None, on_bytes: Callable[[int], None] | None = None) -> None:
+                 throttle: Throttle | None = None, on_bytes: Callable[[int], None] | None = None,
+                 algorithm: str = "sha256", headers: dict[str, str] | None = None) -> None:
+        # `sha256` is the expected digest in `algorithm` (a platform's files may name only their md5).
         self.url, self.sha256, self.size = url, sha256, size
+        self.algorithm = algorithm
+        self.headers = dict(headers or {})
         self.part = partial / f"{sha256}.part"
         self.side_path = partial / f"{sha256}.json"
         self.limits = limits
@@ -265,7 +269,7 @@ class BlobDownload:
             if self._resume is not None and self._resume[0] == side.offset:
                 digest, remaining = self._resume[1].copy(), 0
             else:
-                digest = hashlib.sha256()
+                digest = hashlib.new(self.algorithm)
                 f.seek(0)
                 remaining = side.offset
             self._resume = None
@@ -277,9 +281,9 @@ class BlobDownload:
                 remaining -= len(chunk)
             if side.offset == self.size and self.size > 0:
                 return self._finish(f, digest, side)
-            headers = {}
+            headers = dict(self.headers)
             if side.offset:
-                headers = {"Range": f"bytes={side.offset}-", "If-Range": side.validator or ""}
+                headers.update({"Range": f"bytes={side.offset}-", "If-Range": side.validator or ""})
             rcvbuf = int(self.throttle.capacity) if self.throttle.rate else 0
             conn, response = _request(self.url, headers, self.limits, rcvbuf)
             try:
@@ -289,7 +293,7 @@ class BlobDownload:
                     side.offset = 0
                     f.seek(0)
                     f.truncate(0)
-                    digest = hashlib.sha256()
+                    digest = hashlib.new(self.algorithm)
                 elif response.status == 206:
                     self._check_content_range(response.getheader("Content-Range"), side.offset)
                 elif response.status == 416 and side.offset:

@@ -43,6 +43,37 @@ class Transfer:
     sleep: Callable[[float], None] = time.sleep
 
 
+def complete(download: BlobDownload, transfer: Transfer) -> Path:
+    """Run a download's attempts, resuming after every cut and backing off after failures, to a verified file."""
+    url = download.url
+    started = time.monotonic()
+    failures = 0
+    while True:
+        if time.monotonic() - started > transfer.limits.deadline:
+            raise SyncError(f"{url}: not done within {transfer.limits.deadline:.0f} s")
+        before = download.wire_bytes
+        try:
+            done = download.attempt()
+            if done is not None:
+                return done
+            error: SyncError | None = None
+        except BadContent:
+            raise
+        except SyncError as exc:
+            if exc.permanent:
+                raise
+            error = exc
+        if error is None and download.wire_bytes > before:
+            failures = 0  # cut after some progress: go straight on from where it stopped
+            continue
+        failures += 1
+        if failures >= transfer.backoff.max_failures:
+            raise error or SyncError(f"{url}: no progress after {failures} tries")
+        wait = transfer.backoff.delay(failures, error.retry_after if error else None)
+        log.info("%s: %s; retrying in %.1f s", url, error or "no progress", wait)
+        transfer.sleep(wait)
+
+
 class Source(Protocol):
     """A place holding channels in the mirror layout."""
 
@@ -118,32 +149,7 @@ class HttpSource:
         url = self.url(blob_relpath(blob.sha256))
         download = BlobDownload(url, blob.sha256, blob.size, store.data.partial, transfer.limits,
                                 transfer.throttle, on_bytes)
-        started = time.monotonic()
-        failures = 0
-        while True:
-            if time.monotonic() - started > transfer.limits.deadline:
-                raise SyncError(f"{url}: not done within {transfer.limits.deadline:.0f} s")
-            before = download.wire_bytes
-            try:
-                done = download.attempt()
-                if done is not None:
-                    return Staged(blob.sha256, done)
-                error: SyncError | None = None
-            except BadContent:
-                raise
-            except SyncError as exc:
-                if exc.permanent:
-                    raise
-                error = exc
-            if error is None and download.wire_bytes > before:
-                failures = 0  # cut after some progress: go straight on from where it stopped
-                continue
-            failures += 1
-            if failures >= transfer.backoff.max_failures:
-                raise error or SyncError(f"{url}: no progress after {failures} tries")
-            wait = transfer.backoff.delay(failures, error.retry_after if error else None)
-            log.info("%s: %s; retrying in %.1f s", url, error or "no progress", wait)
-            transfer.sleep(wait)
+        return Staged(blob.sha256, complete(download, transfer))
 
     def channel_ids(self) -> list[str]:
         """A static mirror cannot list its channels: ask for them by id."""
