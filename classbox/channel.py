@@ -496,37 +496,65 @@ def build(
         if lesson["id"] in seen:
             raise BuildError(f"{f}: lesson id {lesson['id']!r} is used by {seen[lesson['id']]} too")
         seen[lesson["id"]] = f
-    previous = 0
-    old = channel_dir(out, info["id"]) / MANIFEST
-    if old.is_file():
-        try:
-            previous = int(json.loads(old.read_bytes()).get("version", 0))
-        except (ValueError, AttributeError, TypeError):
-            previous = 0
+    meta = {k: v for k, v in info.items() if k not in {"id", "title", "description", "schedule"}}
+    description = info["description"] if isinstance(info.get("description"), str) else None
+    try:
+        return publish(out, key, info["id"], info["title"], lessons, now=now, expires_days=expires_days,
+                       description=description, schedule=info.get("schedule"), meta=meta)
+    except BuildError as exc:
+        raise BuildError(f"{src / 'channel.json'}: {exc}") from None
+
+
+def previous_manifest(out: Path, channel_id: str) -> dict[str, Any] | None:
+    """Return the manifest document a mirror root holds for a channel already, or None."""
+    try:
+        doc = json.loads((channel_dir(out, channel_id) / MANIFEST).read_bytes())
+    except (FileNotFoundError, ValueError, UnicodeDecodeError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def publish(
+    out: Path,
+    key: Ed25519PrivateKey,
+    channel_id: str,
+    title: str,
+    lessons: list[dict[str, Any]],
+    now: float,
+    expires_days: float = 365,
+    description: str | None = None,
+    schedule: Any = None,
+    meta: dict[str, Any] | None = None,
+) -> Manifest:
+    """Sign lessons (their files already under out/blobs) as the next version of a channel under out."""
+    previous = previous_manifest(out, channel_id) or {}
+    try:
+        last = int(previous.get("version", 0))
+    except (ValueError, TypeError):
+        last = 0
     doc: dict[str, Any] = {
         "format": FORMAT,
-        "id": info["id"],
-        "title": info["title"],
+        "id": channel_id,
+        "title": title,
         # Time-based so that builds into different folders still only go up.
-        "version": max(previous + 1, int(now)),
+        "version": max(last + 1, int(now)),
         "issued_at": format_time(now),
         "expires_at": format_time(now + expires_days * 86400),
         "publisher": keys.key_id(key.public_key()),
         "lessons": lessons,
     }
-    if isinstance(info.get("description"), str):
-        doc["description"] = info["description"]
-    if "schedule" in info:
-        doc["schedule"] = info["schedule"]
-    extra = {k: v for k, v in info.items() if k not in {"id", "title", "description", "schedule"}}
-    if extra:
-        doc["meta"] = extra
+    if description is not None:
+        doc["description"] = description
+    if schedule is not None:
+        doc["schedule"] = schedule
+    if meta:
+        doc["meta"] = meta
     data = encode_manifest(doc)
     try:
         manifest = parse_manifest(data)  # what we publish must pass our own strict reader
     except ChannelRejected as exc:
-        raise BuildError(f"{src / 'channel.json'}: {exc}") from None
-    activate(out, info["id"], data, keys.sign(key, data))
+        raise BuildError(str(exc)) from None
+    activate(out, channel_id, data, keys.sign(key, data))
     return manifest
 
 
@@ -593,14 +621,25 @@ def _publish_file(src: Path, folder: Path, name: Any, out: Path, where: str) -> 
         raise BuildError(f"{where}: {name!r} leads outside the source folder {src}")
     if not real.is_file():
         raise BuildError(f"{where}: {path} does not exist")
-    sha256, size = hash_file(real)
+    return publish_file(real, out, where)
+
+
+def publish_file(path: Path, out: Path, where: str = "", sha256: str | None = None) -> dict[str, Any]:
+    """Copy a file into out's blob store (unless it is there already) and describe it as a blob."""
+    if sha256 is None:
+        sha256, size = hash_file(path)
+    else:
+        size = path.stat().st_size
     target = Path(out) / blob_relpath(sha256)
     if not (target.is_file() and target.stat().st_size == size):
-        with open(real, "rb") as f, storage.new_file(target) as dst:
+        with open(path, "rb") as f, storage.new_file(target) as dst:
             try:
                 copy_verified(f, dst, sha256, size)
             except BlobMismatch as exc:
-                raise BuildError(f"{where}: {path} changed while being read ({exc})") from None
-    media_type = MEDIA_TYPES.get(real.suffix.lower(), "application/octet-stream")
-    return {"sha256": sha256, "size": size, "media_type": media_type}
+                raise BuildError(f"{where or path}: {path} changed while being read ({exc})") from None
+    return {"sha256": sha256, "size": size, "media_type": media_type(path.name)}
 
+
+def media_type(name: str) -> str:
+    """Return the media type a file name's extension stands for."""
+    return MEDIA_TYPES.get(Path(name).suffix.lower(), "application/octet-stream")

@@ -216,21 +216,89 @@ def channel() -> None:
 
 
 @channel.command("build")
-@click.argument("src", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("src", required=False, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--key", "key_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="publisher private key")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="mirror root to write the channel into")
 @click.option("--expires-days", type=click.FloatRange(min=1), default=365, show_default=True,
               help="days until boxes stop accepting this version")
-def channel_build(src: Path, key_path: Path, out: Path, expires_days: float) -> None:
-    """Build a signed channel from a source folder (channel.json and <folder>/lesson.json)."""
+@click.option("--from-smartedu", "catalogue", type=click.Path(file_okay=False, path_type=Path),
+              help="build from a folder of the national platform's catalogue JSON instead of SRC")
+@click.option("--files", "files_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="with --from-smartedu: folder holding the platform's files (FILES/<resource id>/<name>)")
+@click.option("--download", is_flag=True, help="with --from-smartedu: fetch files not in --files from the platform")
+@click.option("--header", "headers", multiple=True, metavar="'NAME: VALUE'",
+              help="with --download: a request header the platform needs (your own credentials; repeatable)")
+@click.option("--since", help="with --from-smartedu: rebuild only what changed after this catalogue version")
+@click.option("--id", "channel_id", default="smartedu", show_default=True,
+              help="with --from-smartedu: the channel's id")
+@click.option("--title", default="国家中小学智慧教育平台", show_default=True,
+              help="with --from-smartedu: the channel's title")
+def channel_build(src: Path | None, key_path: Path, out: Path, expires_days: float, catalogue: Path | None,
+                  files_dir: Path | None, download: bool, headers: tuple[str, ...], since: str | None,
+                  channel_id: str, title: str) -> None:
+    """Build a signed channel from a source folder (channel.json and <folder>/lesson.json), or from the platform."""
     from . import channel as ch
 
+    if catalogue is not None:
+        if src is not None:
+            raise ClassboxError("give either SRC or --from-smartedu, not both")
+        _build_from_smartedu(catalogue, key_path, out, expires_days, files_dir, download, headers, since,
+                             channel_id, title)
+        return
+    if src is None:
+        raise ClassboxError("missing SRC: the source folder to build (or --from-smartedu CATALOG_DIR)")
+    if files_dir or download or headers or since:
+        raise ClassboxError("--files, --download, --header and --since go with --from-smartedu")
     manifest = ch.build(src, keys.load_private(key_path), out, expires_days=expires_days)
     blobs = manifest.blobs()
     click.echo(f"built channel {manifest.id} version {manifest.version}: {len(manifest.lessons)} lessons, "
                f"{len(blobs)} files, {sum(b.size for b in blobs.values()) / 1e6:.1f} MB, in {out}")
+
+
+def _parse_headers(headers: tuple[str, ...]) -> dict[str, str]:
+    parsed = {}
+    for h in headers:
+        name, sep, value = h.partition(":")
+        if not sep or not name.strip() or any(c in h for c in "\r\n\0") or " " in name.strip():
+            raise ClassboxError(f"--header {h.split(':')[0]!r}…: expected 'Name: value' on one line")
+        parsed[name.strip()] = value.strip()
+    return parsed
+
+
+def _build_from_smartedu(catalogue: Path, key_path: Path, out: Path, expires_days: float, files_dir: Path | None,
+                         download: bool, headers: tuple[str, ...], since: str | None, channel_id: str,
+                         title: str) -> None:
+    from .smartedu.build import build as build_smartedu
+    from .smartedu.files import Files
+
+    if headers and not download:
+        raise ClassboxError("--header is only used with --download")
+    if files_dir is not None and not files_dir.is_dir():
+        raise ClassboxError(f"--files {files_dir}: no such folder")
+    if files_dir is None and not download:
+        raise ClassboxError("say where the files come from: --files FILES_DIR, --download, or both")
+    key = keys.load_private(key_path)
+    bar = ProgressLine()
+    progress = Progress(channel_id)
+
+    def on_lesson(n: int, total: int, name: str) -> None:
+        progress.total, progress.done, progress.lesson = total, n - 1, name
+        bar.show_count(progress)
+
+    files = Files(out, files_dir, download=download, headers=_parse_headers(headers))
+    with bar:
+        summary = build_smartedu(catalogue, key, out, files, channel_id=channel_id, title=title, since=since,
+                                 expires_days=expires_days, on_lesson=on_lesson)
+    for line in summary.lines():
+        click.echo(line)
+    if summary.manifest is None:
+        raise ClassboxError(f"no lesson could be built, so nothing was written to {out} (see above)")
+    if summary.problems:
+        click.echo(f"classbox: {len(summary.problems)} problems in the catalogue or its files (listed above); "
+                   "the rest was built", err=True)
+        sys.exit(1)
 
 
 @channel.command("verify")
@@ -606,6 +674,17 @@ class ProgressLine:
         if self.shown:
             click.echo("", err=True)
             self.shown = False
+
+    def show_count(self, p: Progress, unit: str = "课") -> None:
+        """Redraw a bar of things done (not bytes), at most ten times a second."""
+        now = time.monotonic()
+        if now - self.last < 0.1 and p.done < p.total or not p.total:
+            return
+        self.last = now
+        filled = int(self.width * p.done / p.total)
+        line = f"\r[{'#' * filled}{'.' * (self.width - filled)}] {p.done}/{p.total} {unit} {p.lesson[:30]}"
+        click.echo(line.ljust(100), nl=False, err=True)
+        self.shown = True
 
     def show(self, p: Progress, rate: float | None = None, eta: float | None = None) -> None:
         """Redraw at most ten times a second, and at the end."""

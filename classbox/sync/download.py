@@ -138,9 +138,10 @@ def connect(url: str, limits: Limits) -> tuple[http.client.HTTPConnection, str]:
         raise SyncError(f"{url!r} is not an http:// or https:// URL", permanent=True)
     cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     conn = cls(parts.hostname, parts.port, timeout=limits.connect_timeout)
-    target = parts.path or "/"
+    # A platform's file names hold spaces and Chinese: send them percent-encoded (escapes already there stay).
+    target = urllib.parse.quote(parts.path or "/", safe="/%:@!$&'()*+,;=~")
     if parts.query:
-        target += "?" + parts.query
+        target += "?" + urllib.parse.quote(parts.query, safe="=&%:@!$'()*+,;/?~")
     return conn, target
 
 
@@ -163,6 +164,9 @@ def _request(url: str, headers: dict[str, str], limits: Limits, rcvbuf: int = 0)
         watchdog.start()
         conn.request("GET", target, headers={"User-Agent": "classbox", **headers})
         response = conn.getresponse()
+    except http.client.InvalidURL as exc:
+        conn.close()
+        raise SyncError(f"{url}: {exc}", permanent=True) from None
     except (OSError, http.client.HTTPException) as exc:
         conn.close()
         late = fired.is_set()
@@ -188,9 +192,9 @@ def _status_error(url: str, response: http.client.HTTPResponse) -> SyncError:
     return SyncError(f"{url}: HTTP {response.status} {response.reason}", retry_after=retry, permanent=permanent)
 
 
-def fetch_small(url: str, max_bytes: int, limits: Limits) -> bytes:
+def fetch_small(url: str, max_bytes: int, limits: Limits, headers: dict[str, str] | None = None) -> bytes:
     """GET a small file (a manifest, a signature) whole into memory, refusing more than max_bytes."""
-    conn, response = _request(url, {}, limits)
+    conn, response = _request(url, dict(headers or {}), limits)
     try:
         if response.status != 200:
             raise _status_error(url, response)
