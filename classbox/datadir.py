@@ -62,7 +62,7 @@ class DataDir:
         # Downloads in flight (<sha>.part with its <sha>.json) resume; staged copies do not.
         for entry in self.partial.iterdir():
             if entry.is_file() and entry.suffix not in (".part", ".json"):
-                entry.unlink()
+                storage.drop_file(entry)
 
 
 class DataDirLock:

@@ -3,7 +3,12 @@
 A power cut can come at any instant. Each write here goes to a temp file in the
 target's directory, is fsynced, renamed over the target with os.replace, and the
 directory is fsynced, so a reader finds either the old bytes or the new ones.
-Nobody else in classbox opens a durable file for writing.
+Nobody else in classbox opens a durable file for writing: appends to a log and
+partial downloads and uploads go through the functions here too.
+
+`recording(root)` logs every one of these operations under root, in order, for
+the power-loss tests (tests/powerloss.py), which rebuild from the log what a power
+cut at each fsync and rename could leave. Off, it costs one `if` per operation.
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ import secrets
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, BinaryIO
 
 from tinydb import TinyDB, where
 from tinydb.storages import Storage
@@ -26,6 +32,71 @@ from .errors import StateError
 log = logging.getLogger(__name__)
 
 TEMP_SUFFIX = ".tmp~"
+OP_KINDS = ("mkdir", "create", "write", "truncate", "fsync", "rename", "unlink", "fsync_dir")
+
+
+@dataclass(frozen=True)
+class Op:
+    """One durable operation, as recording() logs it; paths are relative to the recorded root."""
+
+    kind: str           # one of OP_KINDS
+    path: str
+    offset: int = 0     # write: where the data went; truncate: the new size
+    data: bytes = b""   # write: the bytes
+    target: str = ""    # rename: the new name
+
+
+class Recorder:
+    """The log of durable operations under one directory, kept while recording() is on."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = os.path.abspath(root)
+        self.ops: list[Op] = []
+        self._lock = threading.Lock()
+
+    def relative(self, path: str | os.PathLike[str]) -> str | None:
+        """Return path relative to the root, or None when it lies outside."""
+        full = os.path.abspath(path)
+        if full == self.root:
+            return "."
+        if not full.startswith(self.root + os.sep):
+            return None
+        return full[len(self.root) + 1:]
+
+    def note(self, kind: str, path: str | os.PathLike[str], offset: int = 0, data: bytes = b"",
+             target: str | os.PathLike[str] | None = None) -> None:
+        """Log one operation if it touches the root."""
+        rel = self.relative(path)
+        if rel is None:
+            return
+        new = ""
+        if target is not None:
+            moved = self.relative(target)
+            if moved is None:
+                return  # moved out of the recorded tree: not a workload of the power-loss tests
+            new = moved
+        with self._lock:
+            self.ops.append(Op(kind, rel, offset, bytes(data), new))
+
+
+_recorder: Recorder | None = None
+
+
+@contextmanager
+def recording(root: Path) -> Iterator[Recorder]:
+    """Log every durable operation under root while the block runs (a test mode).
+
+    An operation is logged once done (one that fails is not), in the order done. What a caller
+    writes into new_file() is logged as one write of the whole file, just before its fsync.
+    """
+    global _recorder
+    if _recorder is not None:
+        raise RuntimeError("durable operations are being recorded already")
+    _recorder = Recorder(root)
+    try:
+        yield _recorder
+    finally:
+        _recorder = None
 
 
 def fsync_dir(path: Path) -> None:
@@ -35,6 +106,8 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+    if _recorder is not None:
+        _recorder.note("fsync_dir", path)
 
 
 def make_dirs(path: Path) -> None:
@@ -47,6 +120,8 @@ def make_dirs(path: Path) -> None:
         path.mkdir()
     except FileExistsError:
         return
+    if _recorder is not None:
+        _recorder.note("mkdir", path)
     fsync_dir(path.parent)
 
 
@@ -63,15 +138,21 @@ def new_file(target: Path, mode: int = 0o644, temp_dir: Path | None = None) -> I
     tmp = temp_path_for(target) if temp_dir is None else temp_path_for(Path(temp_dir) / target.name)
     make_dirs(tmp.parent)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    if _recorder is not None:
+        _recorder.note("create", tmp)
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
+            if _recorder is not None:  # the caller wrote through f itself: log the whole file as one write
+                _recorder.note("write", tmp, 0, tmp.read_bytes())
             os.fsync(f.fileno())
+            if _recorder is not None:
+                _recorder.note("fsync", tmp)
         os.chmod(tmp, mode)
-        os.replace(tmp, target)
+        _rename(tmp, target)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        drop_file(tmp)
         raise
     fsync_dir(target.parent)
 
@@ -85,8 +166,14 @@ def atomic_write(target: Path, data: bytes, mode: int = 0o644) -> None:
 def move_into_place(synced_tmp: Path, target: Path) -> None:
     """Rename an already fsynced file to target and make the rename durable."""
     make_dirs(target.parent)
-    os.replace(synced_tmp, target)
+    _rename(synced_tmp, target)
     fsync_dir(target.parent)
+
+
+def _rename(src: Path, target: Path) -> None:
+    os.replace(src, target)
+    if _recorder is not None:
+        _recorder.note("rename", src, target=target)
 
 
 def remove_file(path: Path) -> None:
@@ -95,7 +182,56 @@ def remove_file(path: Path) -> None:
         os.unlink(path)
     except FileNotFoundError:
         return
+    if _recorder is not None:
+        _recorder.note("unlink", path)
     fsync_dir(path.parent)
+
+
+def drop_file(path: Path) -> None:
+    """Delete a file if present, without waiting for the deletion to be durable (one left behind is harmless)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return
+    if _recorder is not None:
+        _recorder.note("unlink", path)
+
+
+def open_part(path: Path, buffering: int = -1) -> BinaryIO:
+    """Open a partial file (a download or upload in flight) to read and write, creating it empty if missing."""
+    path = Path(path)
+    created = _recorder is not None and not path.exists()
+    f: BinaryIO = open(path, "r+b", buffering=buffering,  # the caller closes it
+                       opener=lambda name, flags: os.open(name, flags | os.O_CREAT, 0o644))
+    if created and _recorder is not None:
+        _recorder.note("create", path)
+    return f
+
+
+def write_part(f: IO[bytes], data: bytes) -> None:
+    """Write all of data at the position of a file from open_part(); durable only after sync_file()."""
+    offset = f.tell() if _recorder is not None else 0
+    view = memoryview(data)
+    while view:
+        written = f.write(view)
+        view = view[len(view) if written is None else written:]
+    if _recorder is not None:
+        _recorder.note("write", f.name, offset, data)
+
+
+def truncate_file(f: IO[bytes], size: int) -> None:
+    """Cut (or extend with zeros) a file from open_part() to size bytes; durable only after sync_file()."""
+    f.truncate(size)
+    if _recorder is not None:
+        _recorder.note("truncate", f.name, size)
+
+
+def sync_file(f: IO[bytes]) -> None:
+    """Make what was written to a file from open_part() durable."""
+    f.flush()
+    os.fsync(f.fileno())
+    if _recorder is not None:
+        _recorder.note("fsync", f.name)
 
 
 def append_record(path: Path, line: bytes) -> None:
@@ -111,10 +247,18 @@ def append_record(path: Path, line: bytes) -> None:
     created = not path.exists()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
+        if _recorder is not None:
+            if created:
+                _recorder.note("create", path)
+            end = os.fstat(fd).st_size
         view = memoryview(line)
         while view:
             view = view[os.write(fd, view):]
+        if _recorder is not None:
+            _recorder.note("write", path, end, line)
         os.fsync(fd)
+        if _recorder is not None:
+            _recorder.note("fsync", path)
     finally:
         os.close(fd)
     if created:
@@ -130,6 +274,8 @@ def remove_leftovers(*dirs: Path) -> int:
         for entry in os.scandir(d):
             if entry.name.endswith(TEMP_SUFFIX) and entry.is_file(follow_symlinks=False):
                 os.unlink(entry.path)
+                if _recorder is not None:
+                    _recorder.note("unlink", entry.path)
                 removed += 1
                 log.info("removed leftover temp file %s", entry.path)
         if removed:
@@ -266,6 +412,9 @@ def truncate_torn_tail(path: Path) -> int:
             end = start
         os.ftruncate(fd, keep)
         os.fsync(fd)
+        if _recorder is not None:
+            _recorder.note("truncate", path, keep)
+            _recorder.note("fsync", path)
     finally:
         os.close(fd)
     log.warning("cut a torn record of %d bytes from the end of %s", size - keep, path)

@@ -125,7 +125,7 @@ class Store:
 
     def discard(self, staged: Staged) -> None:
         """Drop a staged blob."""
-        staged.path.unlink(missing_ok=True)
+        storage.drop_file(staged.path)
 
     def blobs(self) -> list[str]:
         """List the hashes of every blob in the store."""

@@ -205,9 +205,9 @@ class Uploads:
             on_disk = part.stat().st_size if part.exists() else 0
             if on_disk > record.offset:
                 # Bytes after the recorded offset were never vouched for: they may be unsynced garbage.
-                with open(part, "r+b") as f:
-                    f.truncate(record.offset)
-                    os.fsync(f.fileno())
+                with storage.open_part(part) as f:
+                    storage.truncate_file(f, record.offset)
+                    storage.sync_file(f)
                 log.info("upload %s: cut the part file back to the recorded %d bytes", record.id, record.offset)
             elif on_disk < record.offset:
                 log.warning("upload %s: the part file has %d bytes, the record says %d; resuming at %d",
@@ -289,32 +289,30 @@ class Uploads:
     def _receive(self, record: _Record, stream: Readable, length: int, digest: Any) -> int:
         """Write up to length bytes from stream after the recorded offset and fsync them; return how many."""
         part = self._part(record.id)
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT, 0o644)
+        f = storage.open_part(part, buffering=0)  # unbuffered: a failed write leaves nothing queued
         received = 0
         try:
-            if os.fstat(fd).st_size != record.offset:
-                os.ftruncate(fd, record.offset)  # only what the record vouches for is kept
-            os.lseek(fd, record.offset, os.SEEK_SET)
+            if os.fstat(f.fileno()).st_size != record.offset:
+                storage.truncate_file(f, record.offset)  # only what the record vouches for is kept
+            f.seek(record.offset)
             while received < length:
                 piece = stream.read(min(PIECE, length - received))
                 if not piece:
                     log.info("upload %s: the chunk ended after %d of %d bytes", record.id, received, length)
                     break
-                view = memoryview(piece)
-                while view:
-                    view = view[os.write(fd, view):]
+                storage.write_part(f, piece)
                 if digest is not None:
                     digest.update(piece)
                 received += len(piece)
-            os.fsync(fd)
+            storage.sync_file(f)
         except OSError as exc:
-            os.ftruncate(fd, record.offset)
+            storage.truncate_file(f, record.offset)
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise HubFull(f"the hub's disk is full after {record.offset / MB:.0f} of {record.size / MB:.0f} MB; "
                               "ask the administrator to make room, then resume") from None
             raise
         finally:
-            os.close(fd)
+            f.close()
         return received
 
     def _sniff_early(self, record: _Record) -> None:

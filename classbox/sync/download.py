@@ -256,20 +256,19 @@ class BlobDownload:
 
     def discard(self) -> None:
         """Forget this download."""
-        self.part.unlink(missing_ok=True)
-        self.side_path.unlink(missing_ok=True)
+        storage.drop_file(self.part)
+        storage.drop_file(self.side_path)
 
     def attempt(self) -> Path | None:
         """Make one request; return the verified file when complete, None when cut short (resumable)."""
         storage.make_dirs(self.part.parent)
         side = self._load_side()
         # Only bytes the side file vouches for are kept: anything after may be unsynced garbage.
-        fd = os.open(self.part, os.O_RDWR | os.O_CREAT, 0o644)
-        with os.fdopen(fd, "r+b") as f:
+        with storage.open_part(self.part) as f:
             on_disk = os.fstat(f.fileno()).st_size
             if side.offset > on_disk or (side.offset and not side.validator):
                 side.offset = 0
-            f.truncate(side.offset)
+            storage.truncate_file(f, side.offset)
             if self._resume is not None and self._resume[0] == side.offset:
                 digest, remaining = self._resume[1].copy(), 0
             else:
@@ -296,7 +295,7 @@ class BlobDownload:
                         log.info("%s: changed on the server, starting again from zero", self.url)
                     side.offset = 0
                     f.seek(0)
-                    f.truncate(0)
+                    storage.truncate_file(f, 0)
                     digest = hashlib.new(self.algorithm)
                 elif response.status == 206:
                     self._check_content_range(response.getheader("Content-Range"), side.offset)
@@ -381,21 +380,19 @@ class BlobDownload:
     def _write(self, f, chunk: bytes) -> None:  # type: ignore[no-untyped-def]
         """Append to the part file; a disk error ends the run rather than looking like a cut link."""
         try:
-            f.write(chunk)
+            storage.write_part(f, chunk)
         except OSError as exc:
             raise DiskFull(f"cannot write {self.part.name}: {exc.strerror or exc}", permanent=True) from None
 
     def _checkpoint(self, f, side: _Side) -> None:  # type: ignore[no-untyped-def]
         """Make the bytes so far durable, then record that they are."""
-        f.flush()
-        os.fsync(f.fileno())
+        storage.sync_file(f)
         self._save_side(side)
 
     def _finish(self, f, digest, side: _Side) -> Path:  # type: ignore[no-untyped-def]
         if side.offset != self.size or digest.hexdigest() != self.sha256:
             self.discard()
             raise BadContent(f"{self.url}: content hashes to {digest.hexdigest()}, not {self.sha256}; discarded")
-        f.flush()
-        os.fsync(f.fileno())
-        self.side_path.unlink(missing_ok=True)
+        storage.sync_file(f)
+        storage.drop_file(self.side_path)
         return self.part
