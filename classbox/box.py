@@ -53,6 +53,8 @@ class Box:
         self._lock.acquire()
         try:
             self.data.prepare()
+            channel.finish_activations(self.data.root)
+            channel.finish_activations(self.data.root / "hub" / "mirror")  # a hub's published channels
             self.state = State(self.data.state_file)
         except BaseException:
             self._lock.release()

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 FORMAT = "classbox-channel/1"
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.json.sig"
+ACTIVATING = "activating"  # a manifest and its signature on their way in (see activate)
 ID_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 LESSON_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -458,10 +459,34 @@ def installed_manifest(box_root: Path, channel_id: str) -> tuple[Manifest, bytes
 
 
 def activate(root: Path, channel_id: str, data: bytes, sig: bytes) -> None:
-    """Make manifest bytes and their signature the active ones of a channel under root."""
+    """Make manifest bytes and their signature the active ones of a channel under root, both or neither."""
     folder = channel_dir(root, channel_id)
+    # Two files cannot be replaced in one step: the pair goes first into one file, which
+    # finish_activations() completes at the next start should a power cut come in between.
+    storage.atomic_write(folder / ACTIVATING, b"%d\n" % len(sig) + sig + data)
+    _install(folder, data, sig)
+
+
+def _install(folder: Path, data: bytes, sig: bytes) -> None:
     storage.atomic_write(folder / SIGNATURE, sig)
     storage.atomic_write(folder / MANIFEST, data)
+    storage.remove_file(folder / ACTIVATING)
+
+
+def finish_activations(root: Path) -> int:
+    """Complete the activations a power cut interrupted under a mirror or data root; return how many."""
+    finished = 0
+    for pending in sorted((Path(root) / "channels").glob(f"*/{ACTIVATING}")):
+        length, _, rest = pending.read_bytes().partition(b"\n")
+        if not length.isdigit() or int(length) > len(rest):  # not ours, or damaged: the old pair stays
+            log.warning("%s is not a whole activation; removed, channel %s stays as it was", pending,
+                        pending.parent.name)
+            storage.remove_file(pending)
+            continue
+        _install(pending.parent, rest[int(length):], rest[:int(length)])
+        log.warning("finished activating channel %s, which a power cut interrupted", pending.parent.name)
+        finished += 1
+    return finished
 
 
 # ---------------------------------------------------------------- building from a source folder
