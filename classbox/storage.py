@@ -178,23 +178,22 @@ def _rename(src: Path, target: Path) -> None:
 
 def remove_file(path: Path) -> None:
     """Delete a file if present and make the deletion durable."""
+    if drop_file(path):
+        fsync_dir(path.parent)
+
+
+def drop_file(path: Path) -> bool:
+    """Delete a file if present, without waiting for the deletion to be durable (one left behind is harmless).
+
+    Return whether there was a file.
+    """
     try:
         os.unlink(path)
     except FileNotFoundError:
-        return
+        return False
     if _recorder is not None:
         _recorder.note("unlink", path)
-    fsync_dir(path.parent)
-
-
-def drop_file(path: Path) -> None:
-    """Delete a file if present, without waiting for the deletion to be durable (one left behind is harmless)."""
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        return
-    if _recorder is not None:
-        _recorder.note("unlink", path)
+    return True
 
 
 def open_part(path: Path, buffering: int = -1) -> BinaryIO:
