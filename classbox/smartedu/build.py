@@ -150,12 +150,15 @@ def build(
         carried, rebuild = _carry(previous, cat, since_ms, out)
         lessons += carried
         summary.lessons_carried = len(carried)
-    for n, package in enumerate(rebuild, 1):
-        if on_lesson:
-            on_lesson(n, len(rebuild), package.title)
-        built = _package_lessons(package, cat, files, summary)
-        lessons += built
-        summary.lessons_built += len(built)
+    try:
+        for n, package in enumerate(rebuild, 1):
+            if on_lesson:
+                on_lesson(n, len(rebuild), package.title)
+            built = _package_lessons(package, cat, files, summary)
+            lessons += built
+            summary.lessons_built += len(built)
+    finally:
+        files.save()
     if on_lesson and rebuild:
         on_lesson(len(rebuild) + 1, len(rebuild), "")
     if not lessons:

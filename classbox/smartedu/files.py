@@ -19,6 +19,8 @@ import hashlib
 import json
 import logging
 import os
+import secrets
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -80,6 +82,10 @@ class Files:
         self.work = self.out / WORK
         self.cache_path = self.work / "hashes.json"
         self.cache: dict[str, str] = self._load_cache()
+        self._unsaved, self._saved_at = 0, time.monotonic()
+        incoming = self.work / "incoming"
+        for stale in incoming.iterdir() if incoming.is_dir() else ():  # a copy a crash left half-way
+            storage.drop_file(stale)
         self._by_size: dict[int, list[Path]] | None = None
         self.copied = self.downloaded = self.in_place = 0
         self.bytes_copied = self.bytes_downloaded = 0
@@ -95,11 +101,21 @@ class Files:
             return {}
         return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
 
-    def _remember(self, key: str, sha256: str) -> None:
-        if self.cache.get(key) == sha256:
+    def _remember(self, key: str, value: str) -> None:
+        if self.cache.get(key) == value:
             return
-        self.cache[key] = sha256
-        storage.atomic_write(self.cache_path, json.dumps(self.cache, sort_keys=True).encode())
+        self.cache[key] = value
+        self._unsaved += 1
+        # Written now and then, not per file: rewriting it per file would cost the square of the file count.
+        # What a crash loses is only a shortcut: those files are hashed again next time.
+        if self._unsaved >= 500 or time.monotonic() - self._saved_at > 30:
+            self.save()
+
+    def save(self) -> None:
+        """Write down what the files found so far hash to, for the next build."""
+        if self._unsaved:
+            storage.atomic_write(self.cache_path, json.dumps(self.cache, sort_keys=True).encode())
+        self._unsaved, self._saved_at = 0, time.monotonic()
 
     def _blob(self, sha256: str, size: int | None = None) -> Path | None:
         path = self.out / blob_relpath(sha256)
@@ -117,21 +133,46 @@ class Files:
         st = path.stat()
         return f"file:{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
 
-    def _publish_local(self, path: Path, name: str) -> dict[str, Any]:
-        """Bring a local file into the blob store, unless an earlier build did already."""
+    def _publish_local(self, path: Path, name: str, item: Item | None = None) -> dict[str, Any]:
+        """Bring a local file into the blob store, checked against the catalogue's size and md5, in one read.
+
+        A file an earlier build brought in already (same path, size and time) is neither read nor copied.
+        """
+        size = path.stat().st_size
+        if item is not None and item.size and size != item.size:
+            raise Mismatch(str(path), f"is {size} bytes, the catalogue says {item.size}")
         key = self._file_key(path)
         known = self.cache.get(key)
-        if known and self._blob(known, path.stat().st_size):
+        if known and self._blob(known, size):
+            md5 = self.cache.get("md5-of-" + key)
+            if item is not None and item.md5 and md5 != item.md5:
+                raise Mismatch(str(path), f"has md5 {md5}, the catalogue says {item.md5}")
             self.in_place += 1
             return self._describe(known, name)
-        sha256, size = hash_file(path)
+        md5_digest, sha_digest = hashlib.md5(usedforsecurity=False), hashlib.sha256()
+        incoming = self.work / "incoming" / secrets.token_hex(8)
+        with open(path, "rb") as src, storage.new_file(incoming) as dst:
+            while chunk := src.read(1 << 20):
+                md5_digest.update(chunk)
+                sha_digest.update(chunk)
+                dst.write(chunk)
+        md5, sha256 = md5_digest.hexdigest(), sha_digest.hexdigest()
+        if item is not None and item.md5 and md5 != item.md5:
+            storage.remove_file(incoming)
+            raise Mismatch(str(path), f"has md5 {md5}, the catalogue says {item.md5}")
+        if incoming.stat().st_size != size:
+            storage.remove_file(incoming)
+            raise Mismatch(str(path), "changed while being read")
         if self._blob(sha256, size):
+            storage.remove_file(incoming)
             self.in_place += 1
         else:
-            channel.publish_file(path, self.out, sha256=sha256)
+            storage.move_into_place(incoming, self.out / blob_relpath(sha256))
             self.copied += 1
             self.bytes_copied += size
         self._remember(key, sha256)
+        self._remember("md5-of-" + key, md5)
+        self._remember(f"md5:{md5}", sha256)
         return {"sha256": sha256, "size": size, "media_type": channel.media_type(name)}
 
     # ------------------------------------------------------------ one listed file
@@ -146,11 +187,7 @@ class Files:
                 return self._describe(known, name)
         local = self._find_local(rid, item, name)
         if local is not None:
-            self._check(local, item, rid)
-            blob = self._publish_local(local, name)
-            if item.md5:
-                self._remember(f"md5:{item.md5}", blob["sha256"])
-            return blob
+            return self._publish_local(local, name, item)
         if not self.download:
             where = f"{self.folder}/{rid}/{name}" if self.folder else "no --files folder"
             raise Missing(f"not found ({where}; nothing with its md5 either)")
@@ -196,17 +233,6 @@ class Files:
                     except OSError:
                         continue
         return self._by_size
-
-    def _check(self, path: Path, item: Item, rid: str) -> None:
-        size = path.stat().st_size
-        if item.size and size != item.size:
-            raise Mismatch(str(path), f"is {size} bytes, the catalogue says {item.size}")
-        if item.md5:
-            key = self._file_key(path)
-            md5 = self.cache.get("md5-of-" + key) or _md5(path)
-            self._remember("md5-of-" + key, md5)
-            if md5 != item.md5:
-                raise Mismatch(str(path), f"has md5 {md5}, the catalogue says {item.md5}")
 
     # ------------------------------------------------------------ downloading
 

@@ -285,6 +285,7 @@ class BlobDownload:
             if side.offset == self.size and self.size > 0:
                 return self._finish(f, digest, side)
             headers = dict(self.headers)
+            resuming = side.offset > 0
             if side.offset:
                 headers.update({"Range": f"bytes={side.offset}-", "If-Range": side.validator or ""})
             rcvbuf = int(self.throttle.capacity) if self.throttle.rate else 0
@@ -307,7 +308,8 @@ class BlobDownload:
                     raise _status_error(self.url, response)
                 etag = response.getheader("ETag")
                 side.validator = etag if etag and not etag.startswith("W/") else None
-                self._save_side(side)
+                if resuming:  # a fresh download has nothing on disk to vouch for until its first checkpoint
+                    self._save_side(side)
                 f.seek(side.offset)
                 try:
                     self._receive(f, response, digest, side)
@@ -371,7 +373,8 @@ class BlobDownload:
         except (OSError, http.client.HTTPException) as exc:
             log.info("%s: cut after %d of %d bytes (%s)", self.url, side.offset, self.size, exc or type(exc).__name__)
         finally:
-            if self.part.exists():
+            # A complete file is synced by _finish, which drops the side file: no checkpoint for it first.
+            if side.offset < self.size and self.part.exists():
                 try:
                     self._checkpoint(f, side)
                 except OSError as exc:  # disk full: the side file keeps its last good offset
