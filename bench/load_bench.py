@@ -1037,8 +1037,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Set up a box and nginx, run the media-only phases and the load, print the table."""
     args = parse_args(argv)
-    script = os.path.relpath(Path(__file__).resolve()) if argv is None else "bench/load_bench.py"
-    command = shlex.join(["python", script, *(sys.argv[1:] if argv is None else argv)])
+    command = serve_bench.command_line(__file__, argv)
     tools, missing = serve_bench.find_tools()
     missing = [t for t in missing if t == "nginx"]
     missing += [n for n in ("classbox", "psutil") if importlib.util.find_spec(n) is None]

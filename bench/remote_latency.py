@@ -31,7 +31,6 @@ import json
 import os
 import platform
 import random
-import shlex
 import shutil
 import signal
 import sys
@@ -453,8 +452,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Start a box, drive its rooms, measure, print the table."""
     args = parse_args(argv)
-    script = os.path.relpath(Path(__file__).resolve()) if argv is None else "bench/remote_latency.py"
-    command = shlex.join(["python", script, *(sys.argv[1:] if argv is None else argv)])
+    command = serve_bench.command_line(__file__, argv)
     missing = [name for name in ("classbox", "psutil") if importlib.util.find_spec(name) is None]
     if missing:
         print(f"missing: {', '.join(missing)} (pip install -e . in the repository)", file=sys.stderr)

@@ -591,11 +591,17 @@ def markdown(rows: list[dict[str, str]], reference: str = "nginx") -> str:
 # --------------------------------------------------------------------------- main
 
 
-def find_tools() -> tuple[dict[str, str], list[str]]:
-    """Locate nginx, wrk and curl; return (found paths, missing names)."""
+def command_line(script_file: str, argv: list[str] | None) -> str:
+    """Return the command that reproduces a benchmark run, for its report."""
+    script = os.path.relpath(Path(script_file).resolve()) if argv is None else f"bench/{Path(script_file).name}"
+    return shlex.join(["python", script, *(sys.argv[1:] if argv is None else argv)])
+
+
+def find_tools(names: tuple[str, ...] = ("nginx", "wrk", "curl")) -> tuple[dict[str, str], list[str]]:
+    """Locate programs (also in /usr/sbin and /sbin); return (found paths, missing names)."""
     found: dict[str, str] = {}
     missing: list[str] = []
-    for name in ("nginx", "wrk", "curl"):
+    for name in names:
         path = shutil.which(name) or next((p for p in (f"/usr/sbin/{name}", f"/sbin/{name}")
                                           if os.access(p, os.X_OK)), None)
         if path:
@@ -650,8 +656,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run every measure against both servers and print the table."""
     args = parse_args(argv)
-    script = os.path.relpath(Path(__file__).resolve()) if argv is None else "bench/serve_bench.py"
-    command = shlex.join(["python", script, *(sys.argv[1:] if argv is None else argv)])
+    command = command_line(__file__, argv)
     tools, missing = find_tools()
     if not args.classbox_cmd and importlib.util.find_spec("classbox") is None:
         missing.append("classbox (pip install -e . in the repository)")

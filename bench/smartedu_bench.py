@@ -450,6 +450,13 @@ def reference_local(children: Children, cat: Catalogue, copy: Path, timeout: flo
     return r.wall
 
 
+def record_build(runs: dict[str, list[Any]], b: Run) -> None:
+    """Note one build's wall time, CPU, peak RSS and bytes read and written."""
+    for name, value in (("build", b.wall), ("build_cpu", b.cpu), ("build_rss", b.maxrss), ("build_rchar", b.rchar),
+                        ("build_wchar", b.wchar)):
+        runs[name].append(value)
+
+
 def measure_local(children: Children, cmd: list[str], cat: Catalogue, key: Path, tmp: Path,
                   budget: Budget) -> dict[str, Any]:
     """Local build vs cp -r + sha256sum; the rerun vs a stat walk; RUNS times each, taking turns."""
@@ -482,11 +489,7 @@ def measure_local(children: Children, cmd: list[str], cat: Catalogue, key: Path,
         if not i % 2:
             runs["reference"].append(reference_local(children, cat, copy, budget.timeout(slow)))
         shutil.rmtree(root)
-        runs["build"].append(b.wall)
-        runs["build_cpu"].append(b.cpu)
-        runs["build_rss"].append(b.maxrss)
-        runs["build_rchar"].append(b.rchar)
-        runs["build_wchar"].append(b.wchar)
+        record_build(runs, b)
         runs["rerun"].append(again.wall)
         runs["rerun_rss"].append(again.maxrss)
         runs["rerun_rchar"].append(again.rchar)
@@ -554,11 +557,7 @@ def measure_download(children: Children, cmd: list[str], curl: str, cat: Catalog
         if not i % 2:
             runs["reference"].append(reference_download(children, curl, cat, port, dest, budget.timeout(slow)))
         shutil.rmtree(root)
-        runs["build"].append(b.wall)
-        runs["build_cpu"].append(b.cpu)
-        runs["build_rss"].append(b.maxrss)
-        runs["build_rchar"].append(b.rchar)
-        runs["build_wchar"].append(b.wchar)
+        record_build(runs, b)
         log(f"    run {i + 1}: download build {b.wall:.2f} s ({b.cpu:.2f} s CPU, wrote {b.wchar / MB:.0f} MB, "
             f"peak RSS {b.maxrss / MiB:.0f} MiB), "
             f"curl + sha256sum {runs['reference'][-1]:.2f} s")
@@ -680,20 +679,6 @@ def build_rows(res: dict[str, Any], cat: Catalogue) -> list[dict[str, str]]:
     return rows
 
 
-def find_tools() -> tuple[dict[str, str], list[str]]:
-    """Locate nginx, curl, bash, cp, find and sha256sum; return (found paths, missing names)."""
-    found: dict[str, str] = {}
-    missing: list[str] = []
-    for name in ("nginx", "curl", "bash", "cp", "find", "sha256sum", "wc"):
-        path = shutil.which(name) or next((p for p in (f"/usr/sbin/{name}", f"/sbin/{name}")
-                                          if os.access(p, os.X_OK)), None)
-        if path:
-            found[name] = path
-        else:
-            missing.append(name)
-    return found, missing
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Parse the command line."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -714,9 +699,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Write the catalogues, run the measures and print the table."""
     args = parse_args(argv)
-    script = os.path.relpath(Path(__file__).resolve()) if argv is None else "bench/smartedu_bench.py"
-    command = shlex.join(["python", script, *(sys.argv[1:] if argv is None else argv)])
-    tools, missing = find_tools()
+    command = serve_bench.command_line(__file__, argv)
+    tools, missing = serve_bench.find_tools(("nginx", "curl", "bash", "cp", "find", "sha256sum", "wc"))
     if not args.classbox_cmd and importlib.util.find_spec("classbox") is None:
         missing.append("classbox (pip install -e . in the repository)")
     if missing:

@@ -600,20 +600,6 @@ def build_rows(res: dict[str, Any], rate_mb: float) -> list[dict[str, str]]:
     return rows
 
 
-def find_tools() -> tuple[dict[str, str], list[str]]:
-    """Locate nginx, curl, cp and sha256sum; return (found paths, missing names)."""
-    found: dict[str, str] = {}
-    missing: list[str] = []
-    for name in ("nginx", "curl", "cp", "sha256sum"):
-        path = shutil.which(name) or next((p for p in (f"/usr/sbin/{name}", f"/sbin/{name}")
-                                          if os.access(p, os.X_OK)), None)
-        if path:
-            found[name] = path
-        else:
-            missing.append(name)
-    return found, missing
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Parse the command line."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -628,9 +614,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the three measures and print the table."""
     args = parse_args(argv)
-    script = os.path.relpath(Path(__file__).resolve()) if argv is None else "bench/sync_bench.py"
-    command = shlex.join(["python", script, *(sys.argv[1:] if argv is None else argv)])
-    tools, missing = find_tools()
+    command = serve_bench.command_line(__file__, argv)
+    tools, missing = serve_bench.find_tools(("nginx", "curl", "cp", "sha256sum"))
     if not args.classbox_cmd and importlib.util.find_spec("classbox") is None:
         missing.append("classbox (pip install -e . in the repository)")
     if missing:

@@ -646,23 +646,15 @@ def _publish_file(src: Path, folder: Path, name: Any, out: Path, where: str) -> 
         raise BuildError(f"{where}: {name!r} leads outside the source folder {src}")
     if not real.is_file():
         raise BuildError(f"{where}: {path} does not exist")
-    return publish_file(real, out, where)
-
-
-def publish_file(path: Path, out: Path, where: str = "", sha256: str | None = None) -> dict[str, Any]:
-    """Copy a file into out's blob store (unless it is there already) and describe it as a blob."""
-    if sha256 is None:
-        sha256, size = hash_file(path)
-    else:
-        size = path.stat().st_size
+    sha256, size = hash_file(real)
     target = Path(out) / blob_relpath(sha256)
     if not (target.is_file() and target.stat().st_size == size):
-        with open(path, "rb") as f, storage.new_file(target) as dst:
+        with open(real, "rb") as f, storage.new_file(target) as dst:
             try:
                 copy_verified(f, dst, sha256, size)
             except BlobMismatch as exc:
-                raise BuildError(f"{where or path}: {path} changed while being read ({exc})") from None
-    return {"sha256": sha256, "size": size, "media_type": media_type(path.name)}
+                raise BuildError(f"{where}: {path} changed while being read ({exc})") from None
+    return {"sha256": sha256, "size": size, "media_type": media_type(real.name)}
 
 
 def media_type(name: str) -> str:

@@ -283,8 +283,8 @@ def _build_from_smartedu(catalogue: Path, key_path: Path, out: Path, expires_day
     bar = ProgressLine()
     progress = Progress(channel_id)
 
-    def on_lesson(n: int, total: int, name: str) -> None:
-        progress.total, progress.done, progress.lesson = total, n - 1, name
+    def on_lesson(done: int, total: int, name: str) -> None:
+        progress.total, progress.done, progress.lesson = total, done, name
         bar.show_count(progress)
 
     files = Files(out, files_dir, download=download, headers=_parse_headers(headers))

@@ -119,7 +119,7 @@ def build(
     since: str | None = None,
     expires_days: float = 365,
     now: float | None = None,
-    on_lesson: Callable[[int, int, str], None] | None = None,
+    on_lesson: Callable[[int, int, str], None] | None = None,  # (packages done, of, the one now begun)
 ) -> Summary:
     """Build (or rebuild) a signed channel from a catalogue folder into the mirror layout under out."""
     now = time.time() if now is None else now
@@ -153,26 +153,20 @@ def build(
     try:
         for n, package in enumerate(rebuild, 1):
             if on_lesson:
-                on_lesson(n, len(rebuild), package.title)
+                on_lesson(n - 1, len(rebuild), package.title)
             built = _package_lessons(package, cat, files, summary)
             lessons += built
             summary.lessons_built += len(built)
     finally:
         files.save()
     if on_lesson and rebuild:
-        on_lesson(len(rebuild) + 1, len(rebuild), "")
+        on_lesson(len(rebuild), len(rebuild), "")
     if not lessons:
         return summary  # nothing to publish; the summary says why
-    seen: set[str] = set()
-    unique = []
-    for lesson in lessons:
-        if lesson["id"] not in seen:
-            seen.add(lesson["id"])
-            unique.append(lesson)
     meta = {"source": PLATFORM, "catalogue_version": cat.version, "catalogue_modules": cat.versions}
     if since is not None:
         meta["since"] = since
-    summary.manifest = channel.publish(out, key, channel_id, title, unique, now=now, expires_days=expires_days,
+    summary.manifest = channel.publish(out, key, channel_id, title, lessons, now=now, expires_days=expires_days,
                                        meta=meta)
     return summary
 

@@ -217,13 +217,9 @@ def read(root: Path) -> Catalogue:
     for _path, doc in details:
         if doc.get("resource_type_code") in TEXTBOOK_CODES and isinstance(doc.get("title"), str):
             cat.textbook_titles[str(doc.get("id"))] = doc["title"]
-    failed: dict[str, Problem] = {}
-    for path, doc in details:
-        problem = _read_record(cat, path, doc)
-        if problem is not None:
-            failed[f"{problem.resource}\0{problem.file}"] = problem
+    failed = [p for p in (_read_record(cat, path, doc) for path, doc in details) if p is not None]
     # A package saved twice (a list record without files, and its detail) is fine when one of them reads.
-    cat.problems += [p for p in failed.values() if p.resource not in cat.packages]
+    cat.problems += [p for p in failed if p.resource not in cat.packages]
     return cat
 
 
