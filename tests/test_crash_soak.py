@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import random
 import re
@@ -198,6 +199,7 @@ class Command:
     """One command the phone sent, and what became of it."""
 
     n: int
+    gen: int                   # the life of the box it was sent to
     cmd: str
     kinds: frozenset[str]      # the event kind the command logs
     lesson: str | None
@@ -368,7 +370,7 @@ def phone(stage: Stage, token: str, rng: random.Random, commands: list[Command],
                     cmd, args, kinds = "play", {}, {"play", "resume"}
                 n += 1
                 will_play = cmd == "play" or (cmd == "seek" and playing)
-                c = Command(n, cmd, frozenset(kinds), args.get("lesson", lesson), time.time())
+                c = Command(n, gen, cmd, frozenset(kinds), args.get("lesson", lesson), time.time())
                 with lock:
                     commands.append(c)
                 with session.post(f"{url}/api/v1/rooms/{room}/commands", timeout=(5, 20),
@@ -504,8 +506,14 @@ def read_events(events_dir: Path) -> tuple[list[Event], list[str], int]:
     return events, problems, torn
 
 
-def check_events(events: list[Event], commands: list[Command]) -> tuple[list[str], int, int]:
-    """Match the log against the phone's commands; return problems, in-flight commands logged, and lost."""
+def check_events(events: list[Event], commands: list[Command], killed_at: dict[int, float]) \
+        -> tuple[list[str], int, int]:
+    """Match the log against the phone's commands; return problems, in-flight commands logged, and lost.
+
+    killed_at gives the time each life of the box was killed. A command left unanswered by a kill
+    was logged before that kill or not at all: the first command of the next life may be the very
+    same one (open the same lesson), and must not be taken for it.
+    """
     problems = []
     seqs = [e.seq for e in events]
     if seqs != list(range(1, len(seqs) + 1)):
@@ -519,6 +527,7 @@ def check_events(events: list[Event], commands: list[Command]) -> tuple[list[str
         e = ours[i] if i < len(ours) else None
         fits = (e is not None and e.kind in c.kinds and e.lesson == c.lesson
                 and c.sent - EPS <= e.time <= c.answered + EPS
+                and (c.acked or e.time <= killed_at.get(c.gen, math.inf))
                 and (c.position is None or abs((e.position or 0.0) - c.position) < 1e-6))
         if fits:
             i += 1
@@ -533,6 +542,28 @@ def check_events(events: list[Event], commands: list[Command]) -> tuple[list[str
         if i < len(ours):
             problems.append(f"{len(ours) - i} logged events match no command the phone sent, e.g. {ours[i]}")
     return problems, logged, lost
+
+
+def test_the_event_check_tells_a_lost_command_from_the_same_command_sent_again() -> None:
+    # A phone opened 长度单位 as the box was killed (not logged), then opened it again in the
+    # box's next life (logged) and pressed play. The second open's event is not the first's.
+    def event(seq: int, t: float, kind: str) -> Event:
+        return Event(seq, t, kind, ROOM, "长度单位", 0.0, {})
+
+    lost = Command(1, 0, "open", frozenset({"open"}), "长度单位", sent=100.0, answered=100.1)
+    again = Command(2, 1, "open", frozenset({"open"}), "长度单位", sent=100.4, answered=100.5, acked=True,
+                    position=0.0)
+    play = Command(3, 1, "play", frozenset({"play", "resume"}), "长度单位", sent=100.6, answered=100.7, acked=True)
+    events = [event(1, 100.45, "open"), event(2, 100.65, "play")]
+    assert check_events(events, [lost, again, play], {0: 100.05}) == ([], 0, 1)
+    # Logged before the kill, it is the lost command's event; the second open then has none.
+    problems, _, _ = check_events([event(1, 100.02, "open"), event(2, 100.65, "play")], [lost, again, play],
+                                  {0: 100.05})
+    assert problems and "acknowledged command 2 (open 长度单位) has no event" in problems[0]
+    # A gap in the numbers is named.
+    problems, _, _ = check_events([event(1, 100.45, "open"), event(3, 100.65, "play")], [lost, again, play],
+                                  {0: 100.05})
+    assert problems and "missing [2]" in problems[0]
 
 
 # ---------------------------------------------------------------- a crash between a lesson's last file and activation
@@ -624,6 +655,7 @@ def test_serve_survives_sigkill_100_times(tmp_path: Path, mirror: Mirror, load: 
     audit = BlobAudit(data)
     figures = Figures()
     commands: list[Command] = []
+    killed_at: dict[int, float] = {}
     lock = threading.Lock()
     stats = [TvStats() for _ in range(TVS)]
     threads: list[threading.Thread] = []
@@ -657,6 +689,7 @@ def test_serve_survives_sigkill_100_times(tmp_path: Path, mirror: Mirror, load: 
                 assert not load.failures, load.failures[:5]
                 load.going_down()
                 kill(run.proc)
+                killed_at[kill_no - 1] = time.time()  # the life load.up() numbered kill_no - 1 logs nothing more
                 assert load.all_parked(PARK_WITHIN), "the load did not notice the kill"
                 assert not load.failures, load.failures[:5]
 
@@ -677,7 +710,7 @@ def test_serve_survives_sigkill_100_times(tmp_path: Path, mirror: Mirror, load: 
                 figures.torn_tails += torn
                 with lock:
                     done = list(commands)
-                matched, _, _ = check_events(events, done)
+                matched, _, _ = check_events(events, done, killed_at)
                 problems += event_problems + matched
                 left = leftovers(data)
                 complete_before = complete_lessons(data, mirror)
@@ -762,7 +795,7 @@ def test_serve_survives_sigkill_100_times(tmp_path: Path, mirror: Mirror, load: 
             (mirror.root / "channels" / m.id / "manifest.json").read_bytes()
     assert not any((data / "partial").iterdir()), list((data / "partial").iterdir())
     events, event_problems, torn = read_events(data / "events")
-    problems, logged, lost = check_events(events, commands)
+    problems, logged, lost = check_events(events, commands, killed_at)
     assert not event_problems + problems, (event_problems + problems)[:5]
     acked = sum(c.acked for c in commands)
     in_flight = sum(not c.acked for c in commands)
