@@ -283,11 +283,21 @@ def _build_from_smartedu(catalogue: Path, key_path: Path, out: Path, expires_day
     bar = ProgressLine()
     progress = Progress(channel_id)
 
+    fetched = 0
+
+    def note() -> str:
+        return f"已下载 {fetched / 1e6:.1f} MB" if download else ""
+
     def on_lesson(done: int, total: int, name: str) -> None:
         progress.total, progress.done, progress.lesson = total, done, name
-        bar.show_count(progress)
+        bar.show_count(progress, note=note())
 
-    files = Files(out, files_dir, download=download, headers=_parse_headers(headers))
+    def on_bytes(n: int) -> None:  # a long video moves the line too, not only a finished package
+        nonlocal fetched
+        fetched += n
+        bar.show_count(progress, note=note())
+
+    files = Files(out, files_dir, download=download, headers=_parse_headers(headers), on_bytes=on_bytes)
     with bar:
         summary = build_smartedu(catalogue, key, out, files, channel_id=channel_id, title=title, since=since,
                                  expires_days=expires_days, on_lesson=on_lesson)
@@ -675,14 +685,15 @@ class ProgressLine:
             click.echo("", err=True)
             self.shown = False
 
-    def show_count(self, p: Progress, unit: str = "课") -> None:
-        """Redraw a bar of things done (not bytes), at most ten times a second."""
+    def show_count(self, p: Progress, unit: str = "课", note: str = "") -> None:
+        """Redraw a bar of things done (not bytes), with a note such as bytes fetched, at most ten times a second."""
         now = time.monotonic()
         if now - self.last < 0.1 and p.done < p.total or not p.total:
             return
         self.last = now
         filled = int(self.width * p.done / p.total)
-        line = f"\r[{'#' * filled}{'.' * (self.width - filled)}] {p.done}/{p.total} {unit} {p.lesson[:30]}"
+        parts = [f"[{'#' * filled}{'.' * (self.width - filled)}]", f"{p.done}/{p.total}", unit, note, p.lesson[:30]]
+        line = "\r" + " ".join(x for x in parts if x)
         click.echo(line.ljust(100), nl=False, err=True)
         self.shown = True
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -304,6 +305,9 @@ def test_downloads_with_the_operators_header_resumably_and_checked(
         result = build_cli(cat, None, publisher, out, "--download", "--header", f"Authorization: {TOKEN}")
         assert result.exit_code == 0, result.output
         assert "0 copied" in result.output and "downloaded" in result.output
+        # The progress line counts the bytes as they come, and ends on the summary's figure.
+        fetched = re.findall(r"\r\[[#.]+\] (\d+)/3 课 已下载 ([\d.]+) MB", result.output)
+        assert fetched[-1] == ("3", re.search(r"16 downloaded \(([\d.]+) MB\)", result.output)[1]), fetched
         got = lessons(out, publisher)
         assert len(got) == 5
         assert [a.role for a in got[f"{PKG_COMPARE}.p2"].assets] == ["task_sheet"], "the MP4 only the operator had"
