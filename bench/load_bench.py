@@ -40,12 +40,10 @@ import platform
 import random
 import re
 import secrets
-import shlex
 import shutil
 import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -65,13 +63,12 @@ from serve_bench import (  # noqa: E402
     CpuMeter,
     NoDelayConnection,
     Server,
-    free_port,
+    launch_nginx,
     log,
     percentile,
     ratio,
     start_classbox,
     stop,
-    wait_http,
 )
 from sync_bench import child_env, run_ok, warm  # noqa: E402
 
@@ -722,31 +719,13 @@ def start_nginx(children: Children, nginx: str, tmp: Path, mirror: Path, mirror_
                 health: bytes) -> tuple[Server, int]:
     """Start one nginx: the sync mirror on one port, the box's videos and a probe file on another."""
     (tmp / "health.json").write_bytes(health)
-    last = ""
-    for _ in range(3):
-        mirror_port, media_port = free_port(), free_port()
-        if mirror_port == media_port:
-            continue
-        conf = tmp / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(tmp=tmp, mirror_port=mirror_port, media_port=media_port, mirror=mirror,
-                                          blobs=blobs))
-        cmd = [nginx, "-p", f"{tmp}/", "-c", str(conf), "-e", str(tmp / "error.log")]
-        log("starting nginx: " + shlex.join(cmd))
-        proc = children.popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-                              start_new_session=True)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                wait_http(media_port, "/-/health", min(deadline, time.monotonic() + 0.5))
-                wait_http(mirror_port, mirror_probe, min(deadline, time.monotonic() + 0.5))
-                log(f"nginx on 127.0.0.1:{mirror_port} (mirror) and :{media_port} (videos) (pid {proc.pid})")
-                return Server("nginx", media_port, proc, "/-/health"), mirror_port
-            except RuntimeError as exc:
-                last = str(exc)
-        stop(proc)
-        err = tmp / "error.log"
-        last = err.read_text()[-2000:] if err.exists() else last
-    raise RuntimeError(f"nginx did not start: {last}")
+    proc, (mirror_port, media_port) = launch_nginx(
+        children, nginx, tmp,
+        lambda mirror_port, media_port: NGINX_CONF.format(tmp=tmp, mirror_port=mirror_port, media_port=media_port,
+                                                          mirror=mirror, blobs=blobs),
+        [mirror_probe, "/-/health"])
+    log(f"nginx: :{mirror_port} the mirror, :{media_port} the videos")
+    return Server("nginx", media_port, proc, "/-/health"), mirror_port
 
 
 def once(port: int, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:

@@ -33,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,12 +189,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_http(port: int, path: str, deadline: float) -> None:
+def wait_http(port: int, path: str, deadline: float, headers: dict[str, str] | None = None) -> None:
     """Wait until a HEAD of path answers 2xx, or raise at deadline."""
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
-            status, _, _ = http_get(port, path, method="HEAD", timeout=2.0)
+            status, _, _ = http_get(port, path, headers, method="HEAD", timeout=2.0)
             if 200 <= status < 300:
                 return
             last = RuntimeError(f"HEAD {path} answered {status}")
@@ -345,30 +346,43 @@ NGINX_CONF = NGINX_HEAD + """\
 """
 
 
-def start_nginx(children: Children, nginx: str, blobdir: Path, sha: str, tmp: Path) -> Server:
-    """Start nginx in the foreground with a config of its own in tmp, serving blobdir at /media/."""
+def launch_nginx(children: Children, nginx: str, tmp: Path, conf: Callable[..., str], probes: list[str],
+                 headers: dict[str, str] | None = None) -> tuple[subprocess.Popen[Any], list[int]]:
+    """Start nginx in the foreground with conf(*ports) as its config in tmp, on one free port per probe path.
+
+    Ready once a HEAD of each probe path on its port answers 2xx (with headers); tried three times,
+    with new ports, since a free port can be taken before nginx binds it. Return the process and ports.
+    """
     last = ""
     for _ in range(3):
-        port = free_port()
-        conf = tmp / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(tmp=tmp, port=port, blobdir=blobdir))
-        cmd = [nginx, "-p", f"{tmp}/", "-c", str(conf), "-e", str(tmp / "error.log")]
+        ports = [free_port() for _ in probes]
+        if len(set(ports)) < len(ports):
+            continue
+        (tmp / "nginx.conf").write_text(conf(*ports))
+        cmd = [nginx, "-p", f"{tmp}/", "-c", str(tmp / "nginx.conf"), "-e", str(tmp / "error.log")]
         log("starting nginx: " + shlex.join(cmd))
         proc = children.popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               stdin=subprocess.DEVNULL, start_new_session=True)
-        server = Server("nginx", port, proc, f"/media/{sha}")
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and proc.poll() is None:
             try:
-                wait_http(port, server.path, min(deadline, time.monotonic() + 0.5))
-                log(f"nginx listening on 127.0.0.1:{port} (pid {proc.pid})")
-                return server
+                for port, path in zip(ports, probes, strict=True):
+                    wait_http(port, path, min(deadline, time.monotonic() + 0.5), headers)
+                log(f"nginx on 127.0.0.1 port {', '.join(map(str, ports))} (pid {proc.pid})")
+                return proc, ports
             except RuntimeError as exc:
                 last = str(exc)
         stop(proc)
         err = tmp / "error.log"
-        last = err.read_text()[-2000:] if err.exists() else last
+        last = (err.read_text()[-2000:] if err.exists() else "") or last
     raise RuntimeError(f"nginx did not start: {last}")
+
+
+def start_nginx(children: Children, nginx: str, blobdir: Path, sha: str, tmp: Path) -> Server:
+    """Start nginx serving blobdir at /media/."""
+    proc, (port,) = launch_nginx(children, nginx, tmp,
+                                 lambda port: NGINX_CONF.format(tmp=tmp, port=port, blobdir=blobdir), [f"/media/{sha}"])
+    return Server("nginx", port, proc, f"/media/{sha}")
 
 
 # --------------------------------------------------------------------------- measures

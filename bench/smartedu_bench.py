@@ -53,7 +53,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import serve_bench  # noqa: E402  (same folder: process handling, logging, ports, tables)
-from serve_bench import Children, free_port, log  # noqa: E402
+from serve_bench import Children, log  # noqa: E402
 from sync_bench import child_env  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -407,34 +407,17 @@ def start_nginx(children: Children, nginx: str, curl: str, tmp: Path) -> int:
     probe.parent.mkdir(parents=True, exist_ok=True)
     probe.write_bytes(b"probe" * 100)
     url_path = "/probe/edu_product/esp/assets/00000000-0000-4000-8000-000000000000.t/zh-CN/1/transcode/probe.bin"
-    last = ""
-    for _ in range(3):
-        port = free_port()
-        conf = tmp / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(tmp=tmp, port=port, token=TOKEN))
-        cmd = [nginx, "-p", f"{tmp}/", "-c", str(conf), "-e", str(tmp / "error.log")]
-        log("starting nginx: " + shlex.join(cmd))
-        proc = children.popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              stdin=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + 10
-        url = f"http://127.0.0.1:{port}{url_path}"
-        while time.monotonic() < deadline and proc.poll() is None:
-            with_header = subprocess.run([curl, "-s", "--noproxy", "*", "-o", "/dev/null", "-w", "%{http_code} "
-                                          "%{size_download}", "-H", f"Authorization: {TOKEN}", url],
-                                         capture_output=True, text=True, timeout=10).stdout
-            if with_header == "200 500":
-                without = subprocess.run([curl, "-s", "--noproxy", "*", "-o", "/dev/null", "-w", "%{http_code}", url],
-                                         capture_output=True, text=True, timeout=10).stdout
-                if without != "403":
-                    raise RuntimeError(f"nginx answered {without} without the header, not 403")
-                log(f"nginx on 127.0.0.1:{port} (pid {proc.pid}): 200 with the header, 403 without")
-                return port
-            last = f"GET {url} answered {with_header!r}"
-            time.sleep(0.1)
-        serve_bench.stop(proc)
-        err = tmp / "error.log"
-        last = err.read_text()[-2000:] if err.exists() else last
-    raise RuntimeError(f"nginx did not start: {last}")
+    _, (port,) = serve_bench.launch_nginx(children, nginx, tmp,
+                                          lambda port: NGINX_CONF.format(tmp=tmp, port=port, token=TOKEN), [url_path],
+                                          {"Authorization": TOKEN})
+    url = f"http://127.0.0.1:{port}{url_path}"
+    for header, expected in ((["-H", f"Authorization: {TOKEN}"], "200 500"), ([], "403 ")):
+        got = subprocess.run([curl, "-s", "--noproxy", "*", "-o", "/dev/null", "-w", "%{http_code} %{size_download}",
+                              *header, url], capture_output=True, text=True, timeout=10).stdout
+        if not got.startswith(expected):
+            raise RuntimeError(f"nginx answered {got!r} {'with' if header else 'without'} the header to GET {url}")
+    log(f"nginx on 127.0.0.1:{port}: 200 with the header, 403 without")
+    return port
 
 
 # --------------------------------------------------------------------------- measures

@@ -44,7 +44,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import serve_bench  # noqa: E402  (same folder: process handling, logging, ports)
-from serve_bench import Children, free_port, log, stop, wait_http  # noqa: E402
+from serve_bench import Children, launch_nginx, log, stop  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 MB = 1000 * 1000
@@ -207,31 +207,13 @@ def check_store(ch: Channel, data: Path) -> None:
 
 def start_nginx(children: Children, nginx: str, mirror: Path, tmp: Path, rate: int) -> tuple[int, int]:
     """Start one nginx serving the mirror on two ports, rate-limited and open; return (limited, open)."""
-    last = ""
     probe = "/channels/bench/manifest.json"
-    for _ in range(3):
-        limited, open_ = free_port(), free_port()
-        if limited == open_:
-            continue
-        conf = tmp / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(tmp=tmp, limited=limited, open=open_, mirror=mirror, rate=rate))
-        cmd = [nginx, "-p", f"{tmp}/", "-c", str(conf), "-e", str(tmp / "error.log")]
-        log("starting nginx: " + shlex.join(cmd))
-        proc = children.popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              stdin=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                for port in (limited, open_):
-                    wait_http(port, probe, min(deadline, time.monotonic() + 0.5))
-                log(f"nginx on 127.0.0.1:{limited} (limit_rate {rate} B/s) and :{open_} (pid {proc.pid})")
-                return limited, open_
-            except RuntimeError as exc:
-                last = str(exc)
-        stop(proc)
-        err = tmp / "error.log"
-        last = err.read_text()[-2000:] if err.exists() else last
-    raise RuntimeError(f"nginx did not start: {last}")
+    _, (limited, open_) = launch_nginx(
+        children, nginx, tmp,
+        lambda limited, open_: NGINX_CONF.format(tmp=tmp, limited=limited, open=open_, mirror=mirror, rate=rate),
+        [probe, probe])
+    log(f"nginx: :{limited} limited to {rate} B/s, :{open_} open")
+    return limited, open_
 
 
 # --------------------------------------------------------------------------- the cutting proxy
