@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -154,3 +157,66 @@ def test_cli_hands_sync_to_the_running_box(tmp_path: Path, mirror: tuple[Path, P
         serve.wait(10)
         if serve.stdout:
             serve.stdout.close()
+
+
+def test_sigterm_ends_a_download_at_once_and_the_next_start_goes_on_from_there(
+        tmp_path: Path, mirror: tuple[Path, Path]) -> None:  # noqa: F811
+    data = tmp_path / "box"
+    access = tmp_path / "nginx" / "access.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLASSBOX_")}
+    env.update(CLASSBOX_ZEROCONF_INTERFACES="off", CLASSBOX_USB_ROOTS=str(tmp_path / "no-usb"),
+               CLASSBOX_PROVISION=str(tmp_path / "none.toml"))
+    cli = [sys.executable, "-m", "classbox"]
+    r = subprocess.run([*cli, "subscribe", "test", "--trust", str(mirror[1]), "--data", str(data)],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+
+    def serve(**more: str) -> tuple[subprocess.Popen[str], str]:
+        proc = subprocess.Popen([*cli, "serve", "--host", "127.0.0.1", "--port", "0", "--data", str(data),
+                                 "--no-demo"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                env={**env, **more})
+        assert proc.stdout is not None
+        return proc, next(line.split()[-1].rsplit("/", 1)[0] for line in proc.stdout if "手机打开" in line)
+
+    def sync_state(url: str) -> dict[str, Any]:
+        with requests.get(url + "/api/v1/sync", timeout=5) as answer:
+            return answer.json()  # type: ignore[no-any-return]
+
+    with nginx(mirror[0], tmp_path / "nginx", extra=f"access_log {access};") as mirror_url:
+        # A slow link: 100 KB/s, about ten seconds a video.
+        proc, url = serve(CLASSBOX_SYNC_SOURCES=mirror_url, CLASSBOX_SYNC_MAX_RATE="100000")
+        try:
+            deadline = time.monotonic() + 30
+            while sync_state(url)["bytes_done"] < 200_000:
+                assert time.monotonic() < deadline, sync_state(url)
+                time.sleep(0.1)
+            begun = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(40) == 0
+            took = time.monotonic() - begun
+        finally:
+            proc.kill()
+            proc.wait(10)
+            if proc.stdout:
+                proc.stdout.close()
+        assert took < 3, f"the box took {took:.1f} s to stop: it waited for the download instead of ending it"
+        sides = [json.loads(p.read_bytes()) for p in (data / "partial").glob("*.json")]
+        assert len(sides) == 1 and sides[0]["offset"] > 0, sides
+        cut = sides[0]["url"].rsplit("/", 1)[1]
+
+        proc, url = serve(CLASSBOX_SYNC_SOURCES=mirror_url)
+        try:
+            deadline = time.monotonic() + 30
+            while len(requests.get(url + "/api/v1/catalog", timeout=5).json()["lessons"]) < 3:
+                assert time.monotonic() < deadline, sync_state(url)
+                time.sleep(0.2)
+            runs = sync_state(url)["runs"]
+        finally:
+            proc.terminate()
+            proc.wait(20)
+            if proc.stdout:
+                proc.stdout.close()
+    assert any("stopped with the box" in e for run in runs for e in run["errors"]), runs
+    # The file cut short was asked for from where it stopped (206), not from the start again.
+    asked = [line.split('"')[2].split()[0] for line in access.read_text().splitlines() if cut in line]
+    assert asked[-1] == "206", asked

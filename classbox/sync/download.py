@@ -60,6 +60,16 @@ class DiskFull(SyncError):
     code = "disk_full"
 
 
+class Stopped(SyncError):
+    """The box is stopping: the transfer ends at its next chunk, its progress saved for the next start."""
+
+    code = "stopped"
+
+    def __init__(self) -> None:
+        super().__init__("stopped with the box; the sync goes on from where it was at the next start",
+                         permanent=True)
+
+
 @dataclass(frozen=True)
 class Limits:
     """Timeouts and the stall watchdog of one transfer."""
@@ -72,22 +82,34 @@ class Limits:
 
 
 class Throttle:
-    """A token bucket shared by all transfers: at most `rate` bytes/s.
+    """A token bucket shared by all transfers: at most `rate` bytes/s; and their off switch.
 
     The bucket holds a quarter of a second of traffic, so any 10 s window carries
-    at most 2.5 % more than the cap.
+    at most 2.5 % more than the cap. Once `stop` is set, every transfer passing
+    through it ends with Stopped at its next chunk, and so does any wait.
     """
 
     BURST_SECONDS = 0.25
 
     def __init__(self, rate: float | None, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] | None = None, stop: threading.Event | None = None) -> None:
         self.rate = rate
-        self.clock, self.sleep = clock, sleep
+        self.stop = stop or threading.Event()
+        self.clock, self.sleep = clock, sleep or self.pause
         self.capacity = (rate or 0.0) * self.BURST_SECONDS
         self.tokens = self.capacity
         self.stamp = clock()
         self._lock = threading.Lock()
+
+    def check(self) -> None:
+        """Raise Stopped once the box is stopping."""
+        if self.stop.is_set():
+            raise Stopped
+
+    def pause(self, seconds: float) -> None:
+        """Wait, cut short by Stopped when the box stops."""
+        if self.stop.wait(seconds):
+            raise Stopped
 
     def chunk(self, wanted: int) -> int:
         """Return how many bytes to read at once so that the bucket can pass them."""
@@ -96,7 +118,8 @@ class Throttle:
         return max(1024, min(wanted, int(self.capacity)))
 
     def take(self, n: int) -> None:
-        """Block until n bytes may pass."""
+        """Block until n bytes may pass; raise Stopped once the box is stopping."""
+        self.check()
         if not self.rate:
             return
         with self._lock:

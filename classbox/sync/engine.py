@@ -22,7 +22,7 @@ from ..channel import Blob, Lesson, Manifest
 from ..errors import ChannelRejected
 from ..space import Space
 from ..store import Staged, Store
-from .download import DiskFull, SyncError
+from .download import DiskFull, Stopped, SyncError
 from .sources import Source, Transfer
 
 log = logging.getLogger(__name__)
@@ -210,7 +210,10 @@ def bring_in(
                                                       f"the box has room for ({space.describe()})")
                 continue
             try:
+                transfer.throttle.check()  # a copy from a folder passes no throttle: stop between files
                 one = source.fetch_blob(blob, store, transfer, on_bytes)
+            except Stopped:
+                raise
             except DiskFull as exc:
                 if all_or_nothing:
                     raise ChannelRejected("no_space", str(exc)) from None

@@ -18,7 +18,7 @@ from ..box import Box
 from ..config import in_window, parse_rate
 from ..errors import ChannelRejected
 from ..usb import Drive, find_drives
-from .download import SyncError, Throttle
+from .download import Stopped, SyncError, Throttle
 from .engine import ChannelResult, Progress
 from .sources import Backoff, Transfer, open_source
 
@@ -57,6 +57,20 @@ def run_sync(
     """Bring every channel up to date from each source in turn; record the run in the history."""
     record = RunRecord(time.time(), trigger, list(sources), list(channels))
     progress = progress or Progress()
+    try:
+        _each_channel(box, sources, channels, record, trust, transfer, progress, on_progress, on_result)
+    except Stopped as exc:  # the box is stopping: keep the run in the history, as far as it went
+        record.errors.append(str(exc))
+    record.finished_at = time.time()
+    record.ok = not record.errors
+    save_run(box, record)
+    return record
+
+
+def _each_channel(box: Box, sources: list[str], channels: list[str], record: RunRecord,
+                  trust: Ed25519PublicKey | None, transfer: Transfer | None, progress: Progress,
+                  on_progress: Callable[[Progress], None] | None,
+                  on_result: Callable[[str, ChannelResult], None] | None) -> None:
     for spec in sources:
         try:
             source = open_source(spec)
@@ -67,6 +81,8 @@ def run_sync(
             try:
                 result = box.bring_in(source, channel_id, trust, transfer=transfer, progress=progress,
                                       on_progress=on_progress)
+            except Stopped:
+                raise
             except ChannelRejected as exc:
                 record.errors.append(f"{channel_id} from {source.label}: rejected ({exc.reason}): {exc}")
                 continue
@@ -80,10 +96,6 @@ def run_sync(
             record.errors.extend(result.errors)
             if on_result:
                 on_result(channel_id, result)
-    record.finished_at = time.time()
-    record.ok = not record.errors
-    save_run(box, record)
-    return record
 
 
 def save_run(box: Box, record: RunRecord) -> None:
@@ -109,13 +121,13 @@ class SyncWorker:
         self.box = box
         self.config = box.config
         self.clock = clock
-        self.throttle = Throttle(self.config.max_rate)
+        self._stop = threading.Event()
+        self.throttle = Throttle(self.config.max_rate, stop=self._stop)  # a stop ends a download at its next chunk
         self.backoff = Backoff(base=60, cap=self.config.sync_interval)
         self.state = "idle"
         self.progress: Progress | None = None
         self.next_run: float | None = None
         self._wake = threading.Event()
-        self._stop = threading.Event()
         self._requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -130,7 +142,7 @@ class SyncWorker:
         self.scrubber.start()
 
     def stop(self) -> None:
-        """Stop after the current transfer step."""
+        """Stop within a chunk of the download in progress; what it fetched is kept for the next start."""
         self._stop.set()
         self._wake.set()
         self.scrubber.stop()
@@ -235,9 +247,13 @@ class SyncWorker:
         trigger, transfer = "now" if request else "schedule", Transfer(throttle=self.throttle)
         records = [run_sync(self.box, sources, channels, trigger, trust=(request or {}).get("trust"),
                             transfer=transfer, progress=self.progress)]
-        if hub is not None:  # a run of its own, after the others: a hub that fails holds none of them up
+        if hub is not None and not self._stop.is_set():  # a run of its own: a hub that fails holds none up
             records.append(run_sync(self.box, [hub.source], [hub.channel], trigger, transfer=transfer,
                                     progress=self.progress))
+        if self._stop.is_set():
+            log.info("sync stopped with the box after %.1f MB; it goes on from there at the next start",
+                     self.progress.done / 1e6)
+            return
         ok = all(r.ok for r in records)
         if ok:
             self._failures = 0
@@ -262,11 +278,7 @@ class Scrubber:
         self.damaged: list[str] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._throttle = Throttle(parse_rate(box.config.scrub_rate), sleep=self._sleep)
-
-    def _sleep(self, seconds: float) -> None:
-        if self._stop.wait(seconds):
-            raise _Stopped
+        self._throttle = Throttle(parse_rate(box.config.scrub_rate), stop=self._stop)
 
     def start(self) -> None:
         """Start the background thread; the first pass begins after one interval."""
@@ -283,7 +295,7 @@ class Scrubber:
         while not self._stop.wait(self.box.config.scrub_interval):
             try:
                 bad = self.box.scrub(pace=self._throttle.take)
-            except _Stopped:
+            except Stopped:
                 return
             except Exception:  # the top of a background loop: log it, try again next interval
                 log.exception("background scrub failed")
@@ -294,6 +306,3 @@ class Scrubber:
                 if self.on_damage:
                     self.on_damage(bad)
 
-
-class _Stopped(Exception):
-    pass
