@@ -54,7 +54,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import serve_bench  # noqa: E402  (same folder: process handling, logging, ports, tables)
 from serve_bench import Children, log  # noqa: E402
-from sync_bench import child_env  # noqa: E402
+from sync_bench import child_env, succeeded  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 MB = 1000 * 1000
@@ -191,9 +191,7 @@ def run_ok(children: Children, cmd: list[str], timeout: float, what: str,
            env: dict[str, str] | None = None) -> Run:
     """Run a child and raise unless it exits 0."""
     r = measured(children, cmd, timeout, env)
-    if r.rc != 0:
-        tail = "\n  ".join((r.out + r.err).strip().splitlines()[-12:])
-        raise RuntimeError(f"{what} failed (exit {r.rc}): {shlex.join(cmd)}\n  {tail}")
+    succeeded(r.rc, r.out + r.err, cmd, what)
     return r
 
 

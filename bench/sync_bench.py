@@ -188,10 +188,15 @@ def run_ok(children: Children, cmd: list[str], timeout: float, what: str,
            env: dict[str, str] | None = None) -> Run:
     """Run a child and raise unless it exits 0."""
     r = timed(children, cmd, timeout, env)
-    if r.rc != 0:
-        tail = "\n  ".join((r.out + r.err).strip().splitlines()[-8:])
-        raise RuntimeError(f"{what} failed (exit {r.rc}): {shlex.join(cmd)}\n  {tail}")
+    succeeded(r.rc, r.out + r.err, cmd, what)
     return r
+
+
+def succeeded(rc: int, output: str, cmd: list[str], what: str) -> None:
+    """Raise, with the command and the end of its output, unless a child exited 0."""
+    if rc != 0:
+        tail = "\n  ".join(output.strip().splitlines()[-12:])
+        raise RuntimeError(f"{what} failed (exit {rc}): {shlex.join(cmd)}\n  {tail}")
 
 
 def check_store(ch: Channel, data: Path) -> None:

@@ -283,18 +283,14 @@ def _build_from_smartedu(catalogue: Path, key_path: Path, out: Path, expires_day
     bar = ProgressLine()
     progress = Progress(channel_id)
 
-    fetched = 0
-
     def note() -> str:
-        return f"已下载 {fetched / 1e6:.1f} MB" if download else ""
+        return f"已下载 {files.bytes_downloaded / 1e6:.1f} MB" if download else ""
 
     def on_lesson(done: int, total: int, name: str) -> None:
         progress.total, progress.done, progress.lesson = total, done, name
         bar.show_count(progress, note=note())
 
     def on_bytes(n: int) -> None:  # a long video moves the line too, not only a finished package
-        nonlocal fetched
-        fetched += n
         bar.show_count(progress, note=note())
 
     files = Files(out, files_dir, download=download, headers=_parse_headers(headers), on_bytes=on_bytes)

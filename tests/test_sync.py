@@ -19,7 +19,7 @@ from classbox import channel, keys
 from classbox.box import Box
 from classbox.config import Config
 from classbox.errors import ChannelRejected
-from classbox.sync.download import Limits
+from classbox.sync.download import Limits, Throttle
 from classbox.sync.engine import Progress
 from classbox.sync.sources import Backoff, HttpSource, Transfer, open_source
 
@@ -286,7 +286,7 @@ def test_lying_or_failing_server(tmp_path: Path, mirror: tuple[Path, Path], mode
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     slept: list[float] = []
-    transfer = Transfer(limits=FAST.limits, backoff=FAST.backoff, sleep=slept.append)
+    transfer = Transfer(limits=FAST.limits, backoff=FAST.backoff, throttle=Throttle(None, sleep=slept.append))
     try:
         with new_box(tmp_path / "box") as box:
             result = box.bring_in(HttpSource(f"http://127.0.0.1:{server.server_address[1]}"), "test",

@@ -40,7 +40,6 @@ class Transfer:
     limits: Limits = field(default_factory=Limits)
     backoff: Backoff = field(default_factory=Backoff)
     throttle: Throttle = field(default_factory=lambda: Throttle(None))
-    sleep: Callable[[float], None] | None = None  # between tries; by default the throttle's, which a stop cuts short
 
 
 def complete(download: BlobDownload, transfer: Transfer) -> Path:
@@ -71,7 +70,7 @@ def complete(download: BlobDownload, transfer: Transfer) -> Path:
             raise error or SyncError(f"{url}: no progress after {failures} tries")
         wait = transfer.backoff.delay(failures, error.retry_after if error else None)
         log.info("%s: %s; retrying in %.1f s", url, error or "no progress", wait)
-        (transfer.sleep or transfer.throttle.pause)(wait)
+        transfer.throttle.sleep(wait)  # cut short by a stop
 
 
 class Source(Protocol):
